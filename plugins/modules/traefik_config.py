@@ -1,0 +1,359 @@
+#!/usr/bin/python
+# Copyright: hostmesh developers
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""Ansible module hostmesh.cluster.traefik_config."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: traefik_config
+short_description: Render, validate and atomically write a Traefik dynamic config
+version_added: 0.1.0
+description:
+  - Builds the Traefik v3 dynamic configuration of one node from the hostmesh service registry
+    (C(hostmesh_services)), or takes a ready-made one in O(config), validates it and writes it
+    atomically to O(path) for Traefik's file provider.
+  - "For an HTTP service on the public entrypoints: a C(failover) service whose main service is
+    the local backend (health-checked) and whose fallback is a health-checked pool of the peers
+    that run the service, reached at their C(mesh) entrypoint; per-request failover on status
+    codes (O(failover_status)) retries a request that meets a dead local backend on a peer.
+    A node that does not run the service routes straight to the peers' pool."
+  - On the C(mesh) entrypoint only local backends are routed, so a request hops at most once and
+    can never loop.
+  - A TCP service gets a TCP router on entrypoint C(tcp-<entry_port>) to its local backend when
+    the node runs it, else to a health-checked pool of the peers' backends. Traefik has no TCP
+    failover service, so there is no per-connection fallback from a local TCP backend.
+  - Validation checks that every referenced service, middleware and entrypoint exists, that rules
+    and backend URLs parse, that composite services do not loop, and that router names are
+    unique. On any problem the module fails with a message naming the offending service and the
+    file at O(path) stays untouched (last known good).
+  - The file is rewritten only when its content changes, because every reload marks all servers
+    up again until their next health probe.
+  - Runs on the node under its system Python; needs only the standard library.
+author:
+  - hostmesh developers
+extends_documentation_fragment:
+  - ansible.builtin.files
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+options:
+  path:
+    description:
+      - Dynamic configuration file to write, for example V(/etc/traefik/dynamic/hostmesh.yml).
+      - The content is JSON, which is valid YAML, so a C(.yml) name suits the file provider.
+    type: path
+    required: true
+    version_added: 0.1.0
+  node:
+    description:
+      - Inventory name of the node the configuration is for. Required with O(services).
+    type: str
+    version_added: 0.1.0
+  nodes:
+    description:
+      - Every node of the cluster, mapped to its mesh (WireGuard) address.
+      - A service whose C(nodes) names a host missing here fails validation.
+    type: dict
+    default: {}
+    version_added: 0.1.0
+  services:
+    description:
+      - The service registry, in the format of C(hostmesh_services) (see the collection's
+        DESIGN, "Inventory contract"): per service C(hosts), C(port), C(nodes), C(health_path),
+        optional C(protocol) (V(http) or V(tcp)), C(entry_port) (tcp), C(rule) and
+        C(middlewares).
+      - Mutually exclusive with O(config).
+    type: dict
+    version_added: 0.1.0
+  config:
+    description:
+      - A complete dynamic configuration to validate and write as is, instead of O(services).
+    type: dict
+    version_added: 0.1.0
+  entrypoints:
+    description:
+      - Entrypoints defined in Traefik's static configuration. When given, a router using any
+        other entrypoint is an error.
+    type: list
+    elements: str
+    version_added: 0.1.0
+  mesh_port:
+    description:
+      - Port of the C(mesh) entrypoint on every node.
+    type: int
+    default: 8000
+    version_added: 0.1.0
+  public_entrypoints:
+    description:
+      - Entrypoints that get the public routers of every HTTP service.
+    type: list
+    elements: str
+    default: [web, websecure]
+    version_added: 0.1.0
+  secure_entrypoints:
+    description:
+      - The subset of O(public_entrypoints) whose routers terminate TLS.
+    type: list
+    elements: str
+    default: [websecure]
+    version_added: 0.1.0
+  mesh_entrypoint:
+    description:
+      - Name of the entrypoint bound to the node's mesh address.
+    type: str
+    default: mesh
+    version_added: 0.1.0
+  health_check_interval:
+    description:
+      - Interval of the health probes of local backends and peers, a Go duration.
+    type: str
+    default: 10s
+    version_added: 0.1.0
+  health_check_timeout:
+    description:
+      - Timeout of one health probe, a Go duration.
+    type: str
+    default: 3s
+    version_added: 0.1.0
+  failover_status:
+    description:
+      - Status codes or ranges of the local backend that make Traefik retry the same request on
+        the peers (C(failover.errors.status), Traefik 3.7 and later). V([]) turns it off.
+    type: list
+    elements: str
+    default: ["502-504"]
+    version_added: 0.1.0
+  local_address:
+    description:
+      - Address at which the node reaches its own backends.
+    type: str
+    default: 127.0.0.1
+    version_added: 0.1.0
+  cert_resolver:
+    description:
+      - Certificate resolver (ACME) set on the routers of O(secure_entrypoints). Without it
+        Traefik uses its default certificate or the ones in O(extra).
+    type: str
+    version_added: 0.1.0
+  middlewares:
+    description:
+      - HTTP middlewares (Traefik's own format) that registry entries may name in their
+        C(middlewares) list.
+    type: dict
+    default: {}
+    version_added: 0.1.0
+  api_host:
+    description:
+      - Publish the primary's API on O(secure_entrypoints) under this name (for example
+        V(hostmesh.example.org)), so a controller outside the mesh reaches it over TLS.
+    type: str
+    version_added: 0.1.0
+  api_url:
+    description:
+      - URL at which this node reaches the primary's API, for example V(http://10.50.0.1:8080).
+        Required with O(api_host).
+    type: str
+    version_added: 0.1.0
+  extra:
+    description:
+      - Raw dynamic configuration merged into the rendered one (for example C(tls.certificates)
+        or more routers). A name that clashes with a rendered one is an error.
+    type: dict
+    version_added: 0.1.0
+notes:
+  - Traefik's file provider must watch the directory of O(path) (C(watch=true)); the temporary
+    file used for the atomic write ends in C(.tmp), which the provider ignores.
+seealso:
+  - name: Traefik failover service
+    description: The failover service and its C(errors) option.
+    link: https://doc.traefik.io/traefik/reference/routing-configuration/http/load-balancing/service/
+"""
+
+EXAMPLES = r"""
+- name: Render Traefik's routes of this node from the registry
+  hostmesh.cluster.traefik_config:
+    path: /etc/traefik/dynamic/hostmesh.yml
+    node: "{{ inventory_hostname }}"
+    nodes: "{{ dict(groups['hostmesh_nodes'] | zip(groups['hostmesh_nodes'] | map('extract', hostvars, 'wireguard_mesh_address'))) }}"
+    services:
+      whoami:
+        hosts: [whoami.example.org]
+        port: 8081
+        nodes: [node1, node3]
+        health_path: /
+    health_check_interval: 2s
+    entrypoints: [web, websecure, mesh, traefik]
+    owner: root
+    group: traefik
+    mode: "0640"
+
+- name: Validate and write a hand-made dynamic config
+  hostmesh.cluster.traefik_config:
+    path: /etc/traefik/dynamic/static-site.yml
+    config:
+      http:
+        routers:
+          site:
+            entryPoints: [web]
+            rule: Host(`www.example.org`)
+            service: site
+        services:
+          site:
+            loadBalancer:
+              servers:
+                - url: http://127.0.0.1:8088
+"""
+
+RETURN = r"""
+path:
+  description: The dynamic configuration file.
+  returned: always
+  type: str
+  sample: /etc/traefik/dynamic/hostmesh.yml
+config:
+  description: The dynamic configuration as written (or as it would be written in check mode).
+  returned: success
+  type: dict
+  sample: {"http": {"routers": {"whoami-web": {"entryPoints": ["web"], "rule": "Host(`whoami.lab.test`)", "service": "whoami"}}}}
+routers:
+  description: Names of the HTTP and TCP routers in the configuration, as C(http/<name>) or C(tcp/<name>).
+  returned: success
+  type: list
+  elements: str
+  sample: ["http/whoami-mesh", "http/whoami-web", "http/whoami-websecure"]
+errors:
+  description: Every validation problem found, each naming the offending service or router.
+  returned: failure
+  type: list
+  elements: str
+  sample: ["service 'whoami': nodes node9 are not in the inventory (known: node1, node2, node3)"]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.hostmesh.cluster.plugins.module_utils._traefik_config import (
+    ConfigError,
+    build_dynamic_config,
+    read_text,
+    render,
+    validate_dynamic_config,
+    validate_registry,
+    write_atomic,
+)
+
+
+def _build(params):
+    """Return (config, warnings) or raise ConfigError."""
+    if params["config"] is not None:
+        return params["config"], []
+    if not params["node"]:
+        raise ConfigError(["node is required with services"])
+    _errors, warnings = validate_registry(params["services"], params["nodes"])
+    config = build_dynamic_config(
+        params["services"],
+        params["node"],
+        params["nodes"],
+        mesh_port=params["mesh_port"],
+        public_entrypoints=params["public_entrypoints"],
+        secure_entrypoints=params["secure_entrypoints"],
+        mesh_entrypoint=params["mesh_entrypoint"],
+        health_interval=params["health_check_interval"],
+        health_timeout=params["health_check_timeout"],
+        failover_status=params["failover_status"],
+        local_address=params["local_address"],
+        cert_resolver=params["cert_resolver"],
+        middlewares=params["middlewares"],
+        api_host=params["api_host"],
+        api_url=params["api_url"],
+        extra=params["extra"],
+    )
+    return config, warnings
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "path": {"type": "path", "required": True},
+            "node": {"type": "str"},
+            "nodes": {"type": "dict", "default": {}},
+            "services": {"type": "dict"},
+            "config": {"type": "dict"},
+            "entrypoints": {"type": "list", "elements": "str"},
+            "mesh_port": {"type": "int", "default": 8000},
+            "public_entrypoints": {
+                "type": "list",
+                "elements": "str",
+                "default": ["web", "websecure"],
+            },
+            "secure_entrypoints": {"type": "list", "elements": "str", "default": ["websecure"]},
+            "mesh_entrypoint": {"type": "str", "default": "mesh"},
+            "health_check_interval": {"type": "str", "default": "10s"},
+            "health_check_timeout": {"type": "str", "default": "3s"},
+            "failover_status": {"type": "list", "elements": "str", "default": ["502-504"]},
+            "local_address": {"type": "str", "default": "127.0.0.1"},
+            "cert_resolver": {"type": "str"},
+            "middlewares": {"type": "dict", "default": {}},
+            "api_host": {"type": "str"},
+            "api_url": {"type": "str"},
+            "extra": {"type": "dict"},
+        },
+        mutually_exclusive=[("services", "config")],
+        required_one_of=[("services", "config")],
+        required_together=[("api_host", "api_url")],
+        add_file_common_args=True,
+        supports_check_mode=True,
+    )
+    path = module.params["path"]
+    try:
+        config, warnings = _build(module.params)
+        entrypoints = module.params["entrypoints"]
+        problems = validate_dynamic_config(config, set(entrypoints) if entrypoints else None)
+        if problems:
+            raise ConfigError(problems)
+    except ConfigError as exc:
+        module.fail_json(
+            msg="Traefik dynamic config for {} is invalid, {} left unchanged: {}".format(
+                module.params["node"] or path, path, "; ".join(exc.errors)
+            ),
+            errors=exc.errors,
+            path=path,
+        )
+    for warning in warnings:
+        module.warn(warning)
+
+    content = render(config)
+    before = read_text(path)
+    changed = before != content
+    if changed and not module.check_mode:
+        try:
+            write_atomic(path, content)
+        except OSError as exc:
+            module.fail_json(msg=f"Cannot write {path}: {exc}", path=path)
+    file_args = module.load_file_common_arguments(module.params)
+    file_args["path"] = path
+    if not module.check_mode or before is not None:
+        changed = module.set_fs_attributes_if_different(file_args, changed)
+    result = {
+        "changed": changed,
+        "path": path,
+        "config": config,
+        "routers": sorted(
+            f"{proto}/{name}"
+            for proto in ("http", "tcp")
+            for name in (config.get(proto) or {}).get("routers") or {}
+        ),
+    }
+    if module._diff:
+        result["diff"] = {
+            "before": before or "",
+            "after": content,
+            "before_header": path,
+            "after_header": path,
+        }
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
