@@ -1,0 +1,628 @@
+# Copyright: (c) 2026, hostmesh developers
+# Apache License 2.0 (see LICENSE)
+"""Dynamic inventory of hostmesh nodes, read from the primary's API."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: nodes
+short_description: Cluster nodes and their health, from the hostmesh primary's API
+version_added: 0.1.0
+author:
+  - hostmesh developers
+description:
+  - Asks the primary agent of a hostmesh cluster (C(GET /api/nodes)) which nodes exist and how
+    healthy they are, and turns the answer into an inventory.
+  - Every node becomes a host named after the node's C(name) (the agent's C(NODE_NAME), which
+    Ansible sets to C(inventory_hostname)), so the dynamic and the static inventory name hosts alike.
+  - "Groups: V(hostmesh_online), V(hostmesh_offline), V(hostmesh_unreachable) (from the node's
+    C(status)), V(hostmesh_primary) and V(hostmesh_secondary) (both children of V(hostmesh_nodes)),
+    and one group per label, named O(label_group_prefix) + the label."
+  - "Host variables: every field of the API's node record, prefixed with C(hostmesh_):
+    C(hostmesh_node_id), C(hostmesh_name), C(hostmesh_status), C(hostmesh_is_primary),
+    C(hostmesh_api_endpoint), C(hostmesh_last_seen), C(hostmesh_consecutive_failures),
+    C(hostmesh_last_health_check), C(hostmesh_wireguard_ip), C(hostmesh_public_ip),
+    C(hostmesh_labels) (always a list), C(hostmesh_version), C(hostmesh_created_at),
+    C(hostmesh_updated_at). Fields that look like secrets (C(api_key), C(private_key), C(token),
+    C(secret), C(password), C(*_hash)) are dropped, even if a primary sends them (a Selfhostly
+    primary sends each node's C(api_key))."
+  - Also reads the C(/api/nodes) answer of a Selfhostly primary (same field names, no WireGuard
+    address and no labels); its nodes get C(ansible_host) from their C(api_endpoint).
+  - Every value that comes from the API is marked unsafe, so node names or labels can never
+    inject templates.
+  - Needs the C(hostmesh) Python package in the Python that runs Ansible on the controller
+    (C(pip install) of the collection's own directory).
+  - The configuration file must end in C(.hostmesh.yml) or C(.hostmesh.yaml).
+requirements:
+  - hostmesh (the Python package shipped in this collection; C(python -m pip install <collection directory>))
+extends_documentation_fragment:
+  - hostmesh.cluster._primary_api
+  - ansible.builtin.constructed
+  - ansible.builtin.inventory_cache
+options:
+  plugin:
+    description:
+      - The name of this plugin; it must always be V(hostmesh.cluster.nodes) to use this plugin.
+    type: str
+    required: true
+    choices: [hostmesh.cluster.nodes]
+    version_added: 0.1.0
+  token:
+    description:
+      - Admin bearer token of the primary (C(ADMIN_TOKEN) in the agent's environment).
+      - Read from E(HOSTMESH_ADMIN_TOKEN) when not set in the configuration file.
+      - May be a vault-encrypted value or a template, for example
+        V({{ lookup('ansible.builtin.file', '.hostmesh/secrets/admin_token') }}).
+      - Never written to any message, log, cache or C(-vvv) output.
+      - Takes precedence over O(node_id) and O(node_api_key). With neither, no credentials are
+        sent (a Selfhostly primary with C(AUTH_ENABLED=false)).
+    type: str
+    env:
+      - name: HOSTMESH_ADMIN_TOKEN
+    version_added: 0.1.0
+  node_id:
+    description:
+      - Authenticate as a node instead of as the admin, with O(node_id) and O(node_api_key)
+        (sent as the C(X-Node-ID) and C(X-Node-API-Key) headers, which a Selfhostly primary
+        accepts). Both or neither must be set.
+    type: str
+    env:
+      - name: HOSTMESH_NODE_ID
+    version_added: 0.1.0
+  node_api_key:
+    description:
+      - The node's API key, see O(node_id). May be vault-encrypted or templated. Never logged.
+    type: str
+    env:
+      - name: HOSTMESH_NODE_API_KEY
+    version_added: 0.1.0
+  ansible_host_source:
+    description:
+      - Which field of the node record becomes C(ansible_host).
+      - V(wireguard_ip) is the node's mesh address (for a controller that is a WireGuard peer).
+      - V(api_endpoint) is the host part of the node's C(api_endpoint) URL.
+      - V(public_ip) is the node's public address.
+      - V(name) sets no C(ansible_host), so Ansible connects to the node's name.
+      - When the chosen field is empty (a Selfhostly primary has no C(wireguard_ip)), the host
+        part of C(api_endpoint) is used, and when that is empty too, the name.
+    type: str
+    default: wireguard_ip
+    choices: [wireguard_ip, api_endpoint, public_ip, name]
+    version_added: 0.1.0
+  statuses:
+    description:
+      - Only nodes whose C(status) is in this list become hosts.
+      - The empty default keeps every node, whatever its status.
+    type: list
+    elements: str
+    default: []
+    version_added: 0.1.0
+  label_group_prefix:
+    description:
+      - "Prefix of the group made for each label. A label V(gpu) gives the group
+        V(hostmesh_label_gpu); a label given as a mapping entry V(zone: eu) gives
+        V(hostmesh_label_zone_eu). Characters not allowed in group names become V(_)."
+    type: str
+    default: hostmesh_label_
+    version_added: 0.1.0
+  filters:
+    description:
+      - A list of include/exclude filters that select the hosts of this inventory, as in
+        community.docker's inventory plugins.
+      - Filters are evaluated in order until one O(filters[].include) or O(filters[].exclude)
+        condition matches; the host is then included or excluded. When none matches, the host is
+        included.
+      - Conditions see C(inventory_hostname) and the C(hostmesh_*) variables of the host.
+    type: list
+    elements: dict
+    default: []
+    version_added: 0.1.0
+    suboptions:
+      include:
+        description:
+          - A Jinja2 condition. If it matches for a host, that host is B(included).
+          - Exactly one of O(filters[].include) and O(filters[].exclude) per entry.
+        type: str
+      exclude:
+        description:
+          - A Jinja2 condition. If it matches for a host, that host is B(excluded).
+          - Exactly one of O(filters[].include) and O(filters[].exclude) per entry.
+        type: str
+notes:
+  - With O(cache) enabled, the node list is cached under a key made of the URL (never of the
+    credentials); the cache holds no secret. When the primary cannot be reached but a cached
+    node list is still valid, that list is used and a warning says so.
+  - An unreachable primary fails fast (O(timeout)); the error names the URL and the cause.
+seealso:
+  - name: hostmesh design
+    description: The agent's HTTP API and the inventory contract.
+    link: https://example.invalid/hostmesh/cluster
+"""
+
+EXAMPLES = r"""
+# inventory/prod.hostmesh.yml -- every node, reached over the WireGuard mesh
+plugin: hostmesh.cluster.nodes
+url: https://hostmesh.example.org
+# token from the environment: export HOSTMESH_ADMIN_TOKEN=...
+
+# Only the healthy nodes, reached at their public address; token read from the
+# controller-side secret store written by the hostmesh.cluster.secret module
+plugin: hostmesh.cluster.nodes
+url: http://10.231.1.11:8080
+token: "{{ lookup('ansible.builtin.file', 'inventory/lab/.hostmesh/secrets/admin_token') }}"
+statuses: [online]
+ansible_host_source: public_ip
+
+# Read-only access with a node's own credentials (also works against Selfhostly)
+plugin: hostmesh.cluster.nodes
+url: http://10.231.1.11:8080
+node_id: 7f9c2b4e-0d1a-4c55-9a57-3c1e2f0b8d61
+node_api_key: !vault |
+  $ANSIBLE_VAULT;1.1;AES256
+  6638...
+
+# Constructed groups and variables, filters and a cache
+plugin: hostmesh.cluster.nodes
+url: http://10.231.1.11:8080
+filters:
+  - exclude: "'maintenance' in hostmesh_labels"
+  - include: true
+compose:
+  ansible_user: "'debian'"
+  flaky: hostmesh_consecutive_failures > 0
+groups:
+  flaky_nodes: hostmesh_consecutive_failures > 0
+keyed_groups:
+  - key: hostmesh_version
+    prefix: agent_version
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: ~/.cache/hostmesh-inventory
+cache_timeout: 300
+"""
+
+import os
+import re
+import sys
+import urllib.parse
+from collections.abc import Mapping
+
+from ansible.errors import AnsibleError, AnsibleParserError
+from ansible.module_utils.common.text.converters import to_native
+from ansible.module_utils.parsing.convert_bool import boolean
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.utils.display import Display
+from ansible.utils.unsafe_proxy import wrap_var
+
+try:
+    from hostmesh.client import (
+        AgentClient,
+        AuthRejected,
+        BadResponse,
+        Credentials,
+        HostmeshAPIError,
+        PrimaryUnreachable,
+    )
+except ImportError as _exc:  # ansible-doc must still render without the package
+    HOSTMESH_IMPORT_ERROR: ImportError | None = _exc
+else:
+    HOSTMESH_IMPORT_ERROR = None
+
+display = Display()
+
+STATUS_GROUPS = ("hostmesh_online", "hostmesh_offline", "hostmesh_unreachable")
+ROLE_GROUPS = ("hostmesh_primary", "hostmesh_secondary")
+PARENT_GROUP = "hostmesh_nodes"
+# A field whose name matches this is never exposed as a host variable or cached
+# (a Selfhostly primary, for one, sends each node's api_key in its node list).
+_SECRET_FIELD = re.compile(
+    r"(^|_)(api_?key|private_?key|key_hash|token|secret|password|passwd)(_|$)|(^|_)hash$",
+    re.IGNORECASE,
+)
+_GROUP_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+_FILTER_KEYS = ("include", "exclude")
+_HOST_CHARS = re.compile(r"^[A-Za-z0-9._:%-]+$")
+
+
+def make_unsafe(value):
+    """Mark every string inside `value` unsafe, recursively (no templating of API data)."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return {make_unsafe(k): make_unsafe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return type(value)(make_unsafe(v) for v in value)
+    if isinstance(value, (str, bytes)):
+        return wrap_var(value)
+    return value
+
+
+def redact_url(url: str) -> str:
+    """The URL without any user:password part, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def endpoint_host(endpoint) -> str | None:
+    """Host part of an api_endpoint such as http://10.0.0.5:8080 (or a bare host:port)."""
+    if not endpoint or not isinstance(endpoint, str):
+        return None
+    text = endpoint.strip()
+    if "://" not in text:
+        text = "//" + text
+    try:
+        host = urllib.parse.urlsplit(text).hostname
+    except ValueError:
+        return None
+    if not host or not _HOST_CHARS.match(host):
+        return None
+    return host
+
+
+def normalize_labels(labels) -> list[str]:
+    """Labels as a flat list of strings, whatever shape the primary used.
+
+    A list of strings stays as it is; a mapping gives "key_value" entries; a
+    comma-separated string is split; anything else gives no label.
+    """
+    if labels is None or labels == "":
+        return []
+    if isinstance(labels, str):
+        return [part.strip() for part in labels.split(",") if part.strip()]
+    if isinstance(labels, Mapping):
+        out = []
+        for key, value in labels.items():
+            out.append(str(key) if value in (None, "", True) else f"{key}_{value}")
+        return out
+    if isinstance(labels, (list, tuple)):
+        return [str(item) for item in labels if item not in (None, "")]
+    return []
+
+
+def parse_filters(filters) -> list[dict]:
+    """Validate the `filters` option: a list of one-key {include|exclude: condition} dicts."""
+    result = []
+    for index, entry in enumerate(filters or [], start=1):
+        if not isinstance(entry, Mapping):
+            raise AnsibleError(
+                f"filters[{index}] must be a mapping such as "
+                "{include: \"hostmesh_status == 'online'\"}, not " + type(entry).__name__
+            )
+        entry = {k: v for k, v in entry.items() if k not in _FILTER_KEYS or v is not None}
+        if len(entry) != 1 or next(iter(entry)) not in _FILTER_KEYS:
+            raise AnsibleError(
+                f"filters[{index}] must have exactly one key, include or exclude; "
+                f"got {sorted(map(str, entry)) or 'none'}"
+            )
+        key, value = next(iter(entry.items()))
+        if not isinstance(value, (str, bool)):
+            raise AnsibleError(
+                f"filters[{index}].{key} must be a Jinja2 condition (string) or a boolean, "
+                f"not {type(value).__name__}"
+            )
+        result.append({key: value})
+    return result
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
+    """hostmesh.cluster.nodes: one host per node the primary knows."""
+
+    NAME = "hostmesh.cluster.nodes"
+
+    # -- entry points ----------------------------------------------------
+
+    def verify_file(self, path):
+        """Accept only *.hostmesh.yml / *.hostmesh.yaml files."""
+        return super().verify_file(path) and path.endswith((".hostmesh.yml", ".hostmesh.yaml"))
+
+    def parse(self, inventory, loader, path, cache=True):
+        super().parse(inventory, loader, path, cache)
+        self._read_config_data(path)
+        client = self._create_client()
+        self._populate(client, cache=cache)
+
+    # -- client ----------------------------------------------------------
+
+    def _secret_option(self, name):
+        """An option that may be a template or a vault value; '' and None mean unset."""
+        value = self.get_option(name)
+        if value is None:
+            return None
+        try:
+            if isinstance(value, str) and self.templar.is_possibly_template(value):
+                value = self.templar.template(value)
+        except Exception as exc:  # noqa: BLE001 - any templating failure; never echo the value
+            raise AnsibleParserError(
+                f"could not template the {name} option of {self.NAME}: "
+                f"{type(exc).__name__}; check the expression (its value is not shown)"
+            ) from None
+        value = to_native(value).strip() if value is not None else ""
+        return value or None
+
+    def _create_client(self):
+        """Build the one API client (hostmesh.client.AgentClient) from the options."""
+        if HOSTMESH_IMPORT_ERROR is not None:
+            collection_dir = os.path.dirname(
+                os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            )
+            raise AnsibleError(
+                f"the {self.NAME} inventory plugin needs the 'hostmesh' Python package in the "
+                f"Python that runs Ansible ({sys.executable}), which cannot import it "
+                f"({HOSTMESH_IMPORT_ERROR}). Install it with: "
+                f"{sys.executable} -m pip install {collection_dir}"
+            )
+        url = self._secret_option("url")
+        if not url:
+            raise AnsibleParserError(
+                f"{self.NAME}: the url option is required, for example url: http://10.231.1.11:8080"
+            )
+        token = self._secret_option("token")
+        node_id = self._secret_option("node_id")
+        node_api_key = self._secret_option("node_api_key")
+        if not token and bool(node_id) != bool(node_api_key):
+            missing = "node_api_key" if node_id else "node_id"
+            raise AnsibleParserError(
+                f"{self.NAME}: node_id and node_api_key go together; {missing} is missing "
+                "(or set token for admin access)"
+            )
+        credentials = Credentials(
+            admin_token=token,
+            node_id=None if token else node_id,
+            node_api_key=None if token else node_api_key,
+        )
+        timeout = self.get_option("timeout")
+        try:
+            timeout = float(timeout)
+        except (TypeError, ValueError):
+            raise AnsibleParserError(
+                f"{self.NAME}: timeout must be a number of seconds, got {timeout!r}"
+            ) from None
+        if timeout <= 0:
+            raise AnsibleParserError(f"{self.NAME}: timeout must be > 0 seconds, got {timeout}")
+        try:
+            return AgentClient(
+                url,
+                credentials,
+                timeout=timeout,
+                validate_certs=boolean(self.get_option("validate_certs")),
+                ca_path=self.get_option("ca_path"),
+            )
+        except HostmeshAPIError as exc:
+            raise AnsibleParserError(f"{self.NAME}: {exc}") from None
+        except (OSError, ValueError) as exc:  # ca_path unreadable, bad PEM
+            raise AnsibleParserError(
+                f"{self.NAME}: cannot set up TLS for {redact_url(url)}: {exc}; check ca_path"
+            ) from None
+
+    # -- fetching (with cache) ---------------------------------------------
+
+    def _fetch_nodes(self, client) -> list[dict]:
+        """GET /api/nodes through the client, as AnsibleErrors that say what to do."""
+        url = redact_url(getattr(client, "url", self.get_option("url") or ""))
+        try:
+            nodes = client.list_nodes()
+        except PrimaryUnreachable as exc:
+            raise _Unreachable(
+                f"{self.NAME}: the primary's API at {url} is unreachable: {_cause(exc, url)}. "
+                "Check that the agent runs there, that this machine can reach its address, "
+                "or raise the timeout option."
+            ) from None
+        except AuthRejected as exc:
+            raise AnsibleError(
+                f"{self.NAME}: admin token rejected by the primary at {url} "
+                f"(HTTP {exc.status}); set the token option or HOSTMESH_ADMIN_TOKEN to the "
+                "primary's ADMIN_TOKEN (or give valid node_id/node_api_key)"
+            ) from None
+        except BadResponse as exc:
+            raise AnsibleParserError(
+                f"{self.NAME}: could not parse the answer of {url}/api/nodes: {exc}"
+            ) from None
+        except HostmeshAPIError as exc:
+            raise AnsibleError(f"{self.NAME}: GET {url}/api/nodes failed: {exc}") from None
+        return [_strip_secrets(node) for node in nodes]
+
+    def _populate(self, client, cache=True):
+        """Fill the inventory from the primary (or the cache), then build groups and vars."""
+        use_cache = bool(self.get_option("cache"))
+        cache_key = self.get_cache_key(redact_url(self.get_option("url") or ""))
+        nodes = None
+        update_cache = False
+        if use_cache and cache:
+            try:
+                nodes = self._cache[cache_key]
+            except KeyError:
+                update_cache = True
+        elif use_cache:
+            update_cache = True  # --flush-cache / refresh: ask the primary, then rewrite
+        if nodes is None:
+            try:
+                nodes = self._fetch_nodes(client)
+            except _Unreachable as exc:
+                stale = self._cached_copy(cache_key) if use_cache else None
+                if stale is None:
+                    raise AnsibleError(str(exc)) from None
+                display.warning(f"{exc} Using the cached node list instead; it may be stale.")
+                nodes, update_cache = stale, False
+        if update_cache:
+            self._cache[cache_key] = nodes
+        self._add_nodes(nodes)
+
+    def _cached_copy(self, cache_key):
+        try:
+            return self._cache[cache_key]
+        except KeyError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - a broken cache must not hide the real error
+            display.vvv(f"{self.NAME}: cannot read the cache: {exc}")
+            return None
+
+    # -- building the inventory --------------------------------------------
+
+    def _add_nodes(self, nodes) -> None:
+        if not isinstance(nodes, list):
+            raise AnsibleParserError(
+                f"{self.NAME}: expected a list of nodes, got {type(nodes).__name__}"
+            )
+        strict = self.get_option("strict")
+        filters = parse_filters(self.get_option("filters"))
+        statuses = [str(s).strip().lower() for s in (self.get_option("statuses") or [])]
+        host_source = self.get_option("ansible_host_source")
+        label_prefix = self.get_option("label_group_prefix") or ""
+
+        self.inventory.add_group(PARENT_GROUP)
+        for group in STATUS_GROUPS + ROLE_GROUPS:
+            self.inventory.add_group(group)
+        for group in ROLE_GROUPS:
+            self.inventory.add_child(PARENT_GROUP, group)
+
+        seen: dict[str, str] = {}
+        for index, node in enumerate(nodes):
+            if not isinstance(node, Mapping):
+                raise AnsibleParserError(
+                    f"{self.NAME}: node #{index} of the primary's answer is a "
+                    f"{type(node).__name__}, not an object"
+                )
+            hostvars = self._hostvars(node, index)
+            name = hostvars["hostmesh_name"]
+            status = hostvars["hostmesh_status"]
+            if statuses and status not in statuses:
+                continue
+            if name in seen:
+                display.warning(
+                    f"{self.NAME}: two nodes are named {name!r} (ids {seen[name]} and "
+                    f"{hostvars['hostmesh_node_id']}); keeping the first"
+                )
+                continue
+            if not self._filter_host(name, hostvars, filters):
+                continue
+            seen[name] = hostvars["hostmesh_node_id"]
+
+            self.inventory.add_host(name)
+            for key, value in hostvars.items():
+                self.inventory.set_variable(name, key, value)
+            ansible_host = self._ansible_host(node, host_source)
+            if ansible_host:
+                self.inventory.set_variable(name, "ansible_host", make_unsafe(ansible_host))
+
+            status_group = "hostmesh_" + _GROUP_UNSAFE.sub("_", status or "unknown")
+            self.inventory.add_group(status_group)
+            self.inventory.add_child(status_group, name)
+            role_group = (
+                "hostmesh_primary" if hostvars["hostmesh_is_primary"] else "hostmesh_secondary"
+            )
+            self.inventory.add_child(role_group, name)
+            for label in hostvars["hostmesh_labels"]:
+                group = label_prefix + _GROUP_UNSAFE.sub("_", label)
+                self.inventory.add_group(group)
+                self.inventory.add_child(group, name)
+
+            facts = dict(hostvars)
+            if ansible_host:
+                facts["ansible_host"] = make_unsafe(ansible_host)
+            self._set_composite_vars(self.get_option("compose"), facts, name, strict=strict)
+            self._add_host_to_composed_groups(self.get_option("groups"), facts, name, strict=strict)
+            self._add_host_to_keyed_groups(
+                self.get_option("keyed_groups"), facts, name, strict=strict
+            )
+
+    def _hostvars(self, node: Mapping, index: int) -> dict:
+        """hostmesh_* variables of one node, every value marked unsafe."""
+        node_id = node.get("id")
+        name = node.get("name") or node_id
+        if not name or not isinstance(name, str):
+            raise AnsibleParserError(
+                f"{self.NAME}: node #{index} of the primary's answer has neither a name nor "
+                f"an id (keys: {sorted(map(str, node))})"
+            )
+        out = {}
+        for key, value in node.items():
+            key = str(key)
+            if _SECRET_FIELD.search(key):
+                continue
+            var = "hostmesh_node_id" if key == "id" else "hostmesh_" + _GROUP_UNSAFE.sub("_", key)
+            out[var] = value
+        out["hostmesh_node_id"] = node_id
+        out["hostmesh_name"] = name
+        status = node.get("status")
+        out["hostmesh_status"] = status.strip().lower() if isinstance(status, str) else "unknown"
+        out["hostmesh_is_primary"] = _as_bool(node.get("is_primary"))
+        failures = node.get("consecutive_failures")
+        out["hostmesh_consecutive_failures"] = failures if isinstance(failures, int) else 0
+        out["hostmesh_labels"] = normalize_labels(node.get("labels"))
+        return make_unsafe(out)
+
+    @staticmethod
+    def _ansible_host(node: Mapping, source: str) -> str | None:
+        if source == "name":
+            return None
+        if source == "api_endpoint":
+            value = endpoint_host(node.get("api_endpoint"))
+        else:
+            value = node.get(source)
+            value = value.strip() if isinstance(value, str) else None
+            if value and "/" in value:  # a CIDR such as 10.50.0.2/24
+                value = value.split("/", 1)[0]
+        return value or endpoint_host(node.get("api_endpoint"))
+
+    def _filter_host(self, name, hostvars, filters) -> bool:
+        """community.docker semantics: first matching include/exclude wins; default include."""
+        if not filters:
+            return True
+        variables = dict(hostvars)
+        variables["inventory_hostname"] = name
+        for entry in filters:
+            ((kind, condition),) = entry.items()
+            if self._evaluate(condition, variables, name):
+                return kind == "include"
+        return True
+
+    def _evaluate(self, condition, variables, host) -> bool:
+        if isinstance(condition, bool):
+            return condition
+        templar = self.templar
+        old = templar.available_variables
+        try:
+            templar.available_variables = variables
+            if hasattr(templar, "evaluate_conditional"):
+                return bool(templar.evaluate_conditional(condition))
+            text = "{% if " + condition + " %} True {% else %} False {% endif %}"
+            return boolean(templar.template(text))
+        except Exception as exc:  # noqa: BLE001 - report any template error for this host
+            raise AnsibleParserError(
+                f"{self.NAME}: could not evaluate filter condition {condition!r} for host "
+                f"{host}: {to_native(exc)}"
+            ) from None
+        finally:
+            templar.available_variables = old
+
+
+class _Unreachable(AnsibleError):
+    """The primary could not be reached (a cached copy may stand in)."""
+
+
+def _cause(exc, url: str) -> str:
+    """The reason of a PrimaryUnreachable, without repeating the client's advice."""
+    text = str(exc)
+    match = re.search(r"cannot reach the hostmesh API at \S+: (.*?); check that", text)
+    return match.group(1) if match else text
+
+
+def _strip_secrets(node):
+    if not isinstance(node, Mapping):
+        return node
+    return {k: v for k, v in node.items() if not _SECRET_FIELD.search(str(k))}
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value != 0
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return False
