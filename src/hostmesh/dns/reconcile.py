@@ -17,8 +17,9 @@ auto-pagination would ask for one more, empty page).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 COMMENT_PREFIX = "hostmesh"
 DEFAULT_PER_PAGE = 500
