@@ -99,9 +99,10 @@ options:
     version_added: 0.1.0
   label_group_prefix:
     description:
-      - "Prefix of the group made for each label. A label V(gpu) gives the group
-        V(hostmesh_label_gpu); a label given as a mapping entry V(zone: eu) gives
-        V(hostmesh_label_zone_eu). Characters not allowed in group names become V(_)."
+      - "Prefix of the group made for each label. A label V(gpu) (or V(gpu=true), as in the
+        agent's C(NODE_LABELS=gpu=true,zone=eu)) gives the group V(hostmesh_label_gpu); the label
+        V(zone=eu) gives V(hostmesh_label_zone_eu). Characters not allowed in group names become
+        V(_)."
     type: str
     default: hostmesh_label_
     version_added: 0.1.0
@@ -265,10 +266,11 @@ def endpoint_host(endpoint) -> str | None:
 
 
 def normalize_labels(labels) -> list[str]:
-    """Labels as a flat list of strings, whatever shape the primary used.
+    """Labels as a flat list of group-name parts, whatever shape the primary used.
 
-    A list of strings stays as it is; a mapping gives "key_value" entries; a
-    comma-separated string is split; anything else gives no label.
+    A mapping (hostmesh: {"gpu": "true", "zone": "eu"}) gives "gpu" and
+    "zone_eu" (a true/empty value gives the bare key); a list of strings stays as
+    it is; a comma-separated string is split; anything else gives no label.
     """
     if labels is None or labels == "":
         return []
@@ -277,7 +279,8 @@ def normalize_labels(labels) -> list[str]:
     if isinstance(labels, Mapping):
         out = []
         for key, value in labels.items():
-            out.append(str(key) if value in (None, "", True) else f"{key}_{value}")
+            bare = value in (None, "", True) or str(value).lower() == "true"
+            out.append(str(key) if bare else f"{key}_{value}")
         return out
     if isinstance(labels, (list, tuple)):
         return [str(item) for item in labels if item not in (None, "")]
@@ -488,6 +491,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                     f"{type(node).__name__}, not an object"
                 )
             hostvars = self._hostvars(node, index)
+            label_groups = hostvars.pop("_label_groups")
             name = hostvars["hostmesh_name"]
             status = hostvars["hostmesh_status"]
             if statuses and status not in statuses:
@@ -516,7 +520,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 "hostmesh_primary" if hostvars["hostmesh_is_primary"] else "hostmesh_secondary"
             )
             self.inventory.add_child(role_group, name)
-            for label in hostvars["hostmesh_labels"]:
+            for label in label_groups:
                 group = label_prefix + _GROUP_UNSAFE.sub("_", label)
                 self.inventory.add_group(group)
                 self.inventory.add_child(group, name)
@@ -553,7 +557,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         out["hostmesh_is_primary"] = _as_bool(node.get("is_primary"))
         failures = node.get("consecutive_failures")
         out["hostmesh_consecutive_failures"] = failures if isinstance(failures, int) else 0
-        out["hostmesh_labels"] = normalize_labels(node.get("labels"))
+        labels = node.get("labels")
+        out["hostmesh_labels"] = labels if isinstance(labels, (Mapping, list)) else {}
+        out["_label_groups"] = normalize_labels(labels)
         return make_unsafe(out)
 
     @staticmethod

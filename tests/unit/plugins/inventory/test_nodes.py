@@ -140,7 +140,7 @@ def test_hostvars_from_hostmesh_answer(tmp_path):
     assert "id" not in node1 and "hostmesh_id" not in node1
     node2 = hostvars(inv, "node2")
     assert node2["ansible_host"] == "10.50.0.2"  # CIDR suffix stripped
-    assert node2["hostmesh_labels"] == ["gpu", "zone_eu-2"]
+    assert node2["hostmesh_labels"] == {"gpu": "true", "zone": "eu-2"}
     assert node2["hostmesh_consecutive_failures"] == 4
     # node3 has an empty wireguard_ip: falls back to the api_endpoint host
     assert hostvars(inv, "node3")["ansible_host"] == "fd00::3"
@@ -157,7 +157,7 @@ def test_selfhostly_answer(tmp_path):
     primary, worker = hostvars(inv, "primary"), hostvars(inv, "worker-1")
     assert primary["ansible_host"] == "192.168.1.10"
     assert worker["ansible_host"] == "worker1.home.example"
-    assert worker["hostmesh_labels"] == []
+    assert worker["hostmesh_labels"] == {}
     assert worker["hostmesh_last_seen"] == "2025-06-01T11:40:00Z"
     for hv in (primary, worker):
         assert not any("api_key" in k for k in hv)
