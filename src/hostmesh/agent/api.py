@@ -1,0 +1,398 @@
+"""HTTP API of the agent (Starlette): the primary's node API and a secondary's API.
+
+Every answer is JSON; errors are `{"error": "..."}` saying what is wrong and
+how to fix it. No key, token or hash of a node key appears in an answer or a
+log line (the primary's key hash, which secondaries need to verify it, is the
+one exception, and a hash of 32 random bytes reveals nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hostmesh import __version__
+from hostmesh.agent import security, validate
+from hostmesh.agent.config import Config
+from hostmesh.agent.health import HealthChecker
+from hostmesh.agent.openapi import document
+from hostmesh.agent.registry import NameTaken, Registry
+from hostmesh.agent.stats import SystemStats
+
+log = logging.getLogger("hostmesh.agent")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def read_json(request: Request, limit: int, *, required: bool = True) -> dict:
+    """The request body as a JSON object, at most `limit` bytes."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise ApiError(400, "invalid Content-Length header")
+        if int(length) > limit:
+            raise ApiError(413, f"request body larger than {limit} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise ApiError(413, f"request body larger than {limit} bytes")
+    if not raw.strip():
+        if required:
+            raise ApiError(400, "request body must be a JSON object")
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def bearer(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+class AgentAPI:
+    """State shared by the handlers of one agent process."""
+
+    def __init__(self, cfg: Config, registry: Registry | None = None):
+        self.cfg = cfg
+        self.registry = registry
+        self.stats = SystemStats(disk_path=str(cfg.data_dir))
+        self.rate = security.RateLimiter(cfg.registration_rate_limit,
+                                         cfg.registration_rate_window)
+        self.checker = HealthChecker(cfg, registry) if registry is not None else None
+        self.primary_key_hash = security.sha256_hex(cfg.api_key)
+        self.openapi = document(cfg.role)
+        # a secondary: hashes of the primary keys it trusts (env + learned)
+        self.trusted_primary_hashes: list[str] = list(cfg.primary_key_hashes)
+        self.registered = False
+
+    # -- auth ------------------------------------------------------------
+
+    def deny(self, request: Request, reason: str, node: str | None = None) -> ApiError:
+        log.warning("auth rejected method=%s path=%s client=%s%s reason=%s", request.method,
+                    request.url.path, client_address(request), f" node={node}" if node else "",
+                    reason.replace(" ", "_"))
+        return ApiError(401, "authentication required: " + reason.replace("_", " "),
+                        {"WWW-Authenticate": 'Bearer realm="hostmesh"'})
+
+    def require_admin(self, request: Request) -> None:
+        token = bearer(request)
+        if token is None:
+            raise self.deny(request, "no admin bearer token (Authorization: Bearer ...)")
+        if not security.matches(token, self.cfg.admin_token_hashes):
+            raise self.deny(request, "wrong admin token")
+
+    def is_admin(self, request: Request) -> bool:
+        token = bearer(request)
+        return token is not None and security.matches(token, self.cfg.admin_token_hashes)
+
+    def node_auth(self, request: Request, node_id: str | None = None) -> str:
+        """Check X-Node-ID / X-Node-API-Key against the registry; returns the node id."""
+        header_id = request.headers.get("x-node-id")
+        key = request.headers.get("x-node-api-key")
+        node_id = node_id or header_id
+        if not key or not node_id:
+            raise self.deny(request, "missing X-Node-ID / X-Node-API-Key headers")
+        if header_id is not None and header_id != node_id:
+            raise self.deny(request, "X-Node-ID does not match the node in the path")
+        state = self.registry.key_state(node_id) if validate.ID_RE.match(node_id) else None
+        if state is None:
+            raise ApiError(404, f"unknown node {node_id}; register it again")
+        if not security.matches(key, state.valid_hashes(time.time())):
+            raise self.deny(request, "wrong node key", node_id)
+        return node_id
+
+    # -- endpoints common to both roles ----------------------------------
+
+    async def health(self, request: Request) -> Response:
+        body = {"status": "healthy", "service": "hostmesh", "role": self.cfg.role,
+                "node_id": self.cfg.node_id, "name": self.cfg.node_name,
+                "version": __version__}
+        if not self.cfg.is_primary:
+            body["registered"] = self.registered
+            key = request.headers.get("x-node-api-key")
+            if key:
+                body["caller_verified"] = security.matches(key, self.trusted_primary_hashes)
+        return JSONResponse(body)
+
+    async def openapi_json(self, request: Request) -> Response:
+        return JSONResponse(self.openapi)
+
+    async def system_stats(self, request: Request) -> Response:
+        if self.cfg.is_primary:
+            if not self.is_admin(request):
+                self.node_auth(request)
+        elif not self.is_admin(request):
+            key = request.headers.get("x-node-api-key")
+            if not key or not security.matches(key, self.trusted_primary_hashes):
+                raise self.deny(request, "only the primary (X-Node-API-Key) or an admin "
+                                         "may read stats")
+        snapshot = await asyncio.to_thread(self.stats.snapshot)
+        snapshot.update(node_id=self.cfg.node_id, name=self.cfg.node_name)
+        return JSONResponse(snapshot)
+
+    # -- primary: registration and heartbeats -----------------------------
+
+    def _primary_info(self) -> dict:
+        return {"primary_id": self.cfg.node_id, "primary_key_sha256": [self.primary_key_hash]}
+
+    async def register(self, request: Request) -> Response:
+        client = client_address(request)
+        allowed, retry = self.rate.allow(client)
+        if not allowed:
+            log.warning("registration rate-limited client=%s", client)
+            raise ApiError(429, "too many registration attempts from this address; retry later",
+                           {"Retry-After": str(max(1, int(retry + 0.999)))})
+        body = await read_json(request, self.cfg.max_body_bytes)
+        try:
+            fields = validate.node_fields(body, partial=False)
+            token = validate.token(body.get("token"))
+        except validate.Invalid as exc:
+            raise ApiError(400, str(exc)) from None
+        key = fields.pop("api_key")
+        node_id = fields.setdefault("id", str(uuid.uuid4()))
+        state = self.registry.key_state(node_id)
+        now = time.time()
+        if state is not None:
+            if node_id == self.cfg.node_id:
+                raise ApiError(409, "this id belongs to the primary")
+            # re-registration: the caller must prove the node's current key
+            proof = request.headers.get("x-node-api-key")
+            hashes = state.valid_hashes(now)
+            if not (security.matches(key, hashes) or security.matches(proof, hashes)):
+                raise self.deny(request, "re-registering an existing node needs its current "
+                                         "key (send it in X-Node-API-Key)", node_id)
+            try:
+                node = self.registry.update_node(node_id, fields, new_key=key,
+                                                 grace=self.cfg.key_grace_seconds,
+                                                 mark_online=True)
+            except NameTaken as exc:
+                raise ApiError(409, f"{exc}; choose another NODE_NAME or delete that node") \
+                    from None
+            log.info("node re-registered node=%s id=%s client=%s", fields["name"], node_id,
+                     client)
+            return JSONResponse({**node, **self._primary_info()}, status_code=200)
+        if token is None:
+            raise self.deny(request, "no registration token or invite in the body (token)")
+        by_token = security.matches(token, self.cfg.registration_token_hashes)
+        try:
+            with self.registry.transaction():
+                if not by_token and not self.registry.consume_invite(token, node_id):
+                    raise self.deny(request, "registration token or invite is wrong, used "
+                                             "or expired")
+                node = self.registry.insert_node(fields, key)
+        except NameTaken as exc:
+            raise ApiError(409, f"{exc}; choose another NODE_NAME or delete that node") from None
+        log.info("node registered node=%s id=%s client=%s via=%s", fields["name"], node_id,
+                 client, "token" if by_token else "invite")
+        return JSONResponse({**node, **self._primary_info()}, status_code=201)
+
+    async def heartbeat(self, request: Request) -> Response:
+        node_id = request.path_params["node_id"]
+        self.node_auth(request, node_id)
+        body = await read_json(request, self.cfg.max_body_bytes, required=False)
+        fields = {}
+        try:
+            for key, check in (("version", validate.version),
+                               ("wireguard_ip", lambda v: validate.ip(v, "wireguard_ip")),
+                               ("public_ip", lambda v: validate.ip(v, "public_ip"))):
+                if key in body:
+                    fields[key] = check(body[key])
+        except validate.Invalid as exc:
+            raise ApiError(400, str(exc)) from None
+        self.registry.heartbeat(node_id, fields)
+        return JSONResponse({"status": "ok", "node_id": node_id, **self._primary_info()})
+
+    # -- primary: admin ----------------------------------------------------
+
+    def _path_id(self, request: Request) -> str:
+        node_id = request.path_params["node_id"]
+        if not validate.ID_RE.match(node_id):
+            raise ApiError(404, f"no node with id {node_id!r}")
+        return node_id
+
+    async def list_nodes(self, request: Request) -> Response:
+        self.require_admin(request)
+        return JSONResponse(self.registry.list_nodes())
+
+    async def get_node(self, request: Request) -> Response:
+        self.require_admin(request)
+        node = self.registry.get_node(self._path_id(request))
+        if node is None:
+            raise ApiError(404, "no such node")
+        return JSONResponse(node)
+
+    async def create_node(self, request: Request) -> Response:
+        self.require_admin(request)
+        body = await read_json(request, self.cfg.max_body_bytes)
+        try:
+            fields = validate.node_fields(body, partial=False)
+        except validate.Invalid as exc:
+            raise ApiError(400, str(exc)) from None
+        key = fields.pop("api_key")
+        fields.setdefault("id", str(uuid.uuid4()))
+        if self.registry.key_state(fields["id"]) is not None:
+            raise ApiError(409, f"node {fields['id']} exists; use PUT /api/nodes/{{id}}")
+        try:
+            node = self.registry.insert_node(fields, key)
+        except NameTaken as exc:
+            raise ApiError(409, str(exc)) from None
+        log.info("node created node=%s id=%s by=admin", node["name"], node["id"])
+        return JSONResponse(node, status_code=201)
+
+    async def update_node(self, request: Request) -> Response:
+        self.require_admin(request)
+        node_id = self._path_id(request)
+        body = await read_json(request, self.cfg.max_body_bytes)
+        try:
+            fields = validate.node_fields(body, partial=True)
+        except validate.Invalid as exc:
+            raise ApiError(400, str(exc)) from None
+        if "id" in fields and fields.pop("id") != node_id:
+            raise ApiError(400, "id: cannot change a node's id; delete and create it instead")
+        if node_id == self.cfg.node_id:
+            raise ApiError(409, "the primary's own record comes from its environment "
+                                "(NODE_NAME, NODE_API_KEY, ...); change it there")
+        key = fields.pop("api_key", None)
+        try:
+            node = self.registry.update_node(node_id, fields, new_key=key,
+                                             grace=self.cfg.key_grace_seconds)
+        except NameTaken as exc:
+            raise ApiError(409, str(exc)) from None
+        if node is None:
+            raise ApiError(404, "no such node")
+        log.info("node updated node=%s id=%s by=admin fields=%s", node["name"], node_id,
+                 ",".join(sorted(list(fields) + (["api_key"] if key else []))) or "none")
+        return JSONResponse(node)
+
+    async def delete_node(self, request: Request) -> Response:
+        self.require_admin(request)
+        node_id = self._path_id(request)
+        if node_id == self.cfg.node_id:
+            raise ApiError(409, "the primary cannot delete itself")
+        if not self.registry.delete_node(node_id):
+            raise ApiError(404, "no such node")
+        log.info("node deleted id=%s by=admin", node_id)
+        return Response(status_code=204)
+
+    async def check_node(self, request: Request) -> Response:
+        self.require_admin(request)
+        node_id = self._path_id(request)
+        node = self.registry.get_node(node_id)
+        if node is None:
+            raise ApiError(404, "no such node")
+        if node["is_primary"]:
+            result = {"ok": True, "status": "online", "consecutive_failures": 0,
+                      "duration_ms": 0.0, "reason": None}
+        else:
+            result = await self.checker.check(node_id, node["name"], node["api_endpoint"])
+            if result is None:
+                raise ApiError(404, "no such node")
+        return JSONResponse({"node": self.registry.get_node(node_id), "check": result})
+
+    async def create_invite(self, request: Request) -> Response:
+        self.require_admin(request)
+        body = await read_json(request, self.cfg.max_body_bytes, required=False)
+        try:
+            ttl = validate.seconds(body.get("ttl_seconds", self.cfg.invite_default_ttl),
+                                   "ttl_seconds", 1, self.cfg.invite_max_ttl)
+        except validate.Invalid as exc:
+            raise ApiError(400, str(exc)) from None
+        invite_id = str(uuid.uuid4())
+        token = security.new_secret()
+        expires = self.registry.create_invite(invite_id, token, ttl)
+        log.info("invite created id=%s ttl_seconds=%g", invite_id, ttl)
+        from hostmesh.agent.registry import iso
+
+        # the one answer that carries a secret: the invite, shown once, to an admin
+        return JSONResponse({"id": invite_id, "token": token, "expires_at": iso(expires)},
+                            status_code=201)
+
+    async def not_primary(self, request: Request) -> Response:
+        raise ApiError(404, f"this node is a secondary; the node API is on the primary "
+                            f"({self.cfg.primary_url})")
+
+
+def build_app(api: AgentAPI, background=None) -> Starlette:
+    """The Starlette app; `background(api)` is an async callable run for the app's lifetime."""
+    cfg = api.cfg
+    routes = [
+        Route("/api/health", api.health, methods=["GET"]),
+        Route("/openapi.json", api.openapi_json, methods=["GET"]),
+        Route("/api/system/stats", api.system_stats, methods=["GET"]),
+    ]
+    if cfg.is_primary:
+        routes += [
+            Route("/api/nodes/register", api.register, methods=["POST"]),
+            Route("/api/nodes", api.list_nodes, methods=["GET"]),
+            Route("/api/nodes", api.create_node, methods=["POST"]),
+            Route("/api/nodes/{node_id}", api.get_node, methods=["GET"]),
+            Route("/api/nodes/{node_id}", api.update_node, methods=["PUT"]),
+            Route("/api/nodes/{node_id}", api.delete_node, methods=["DELETE"]),
+            Route("/api/nodes/{node_id}/heartbeat", api.heartbeat, methods=["POST"]),
+            Route("/api/nodes/{node_id}/check", api.check_node, methods=["POST"]),
+            Route("/api/invites", api.create_invite, methods=["POST"]),
+        ]
+    else:
+        routes += [Route("/api/nodes{rest:path}", api.not_primary,
+                         methods=["GET", "POST", "PUT", "DELETE"]),
+                   Route("/api/invites", api.not_primary, methods=["POST"])]
+
+    async def on_api_error(request: Request, exc: ApiError) -> Response:
+        return error(exc.status, exc.message, exc.headers)
+
+    async def on_http_error(request: Request, exc: HTTPException) -> Response:
+        messages = {404: "no such endpoint; see /openapi.json",
+                    405: "method not allowed on this endpoint; see /openapi.json"}
+        return error(exc.status_code, messages.get(exc.status_code, str(exc.detail)),
+                     getattr(exc, "headers", None))
+
+    async def on_crash(request: Request, exc: Exception) -> Response:
+        log.error("internal error method=%s path=%s error=%s", request.method,
+                  request.url.path, type(exc).__name__)
+        return error(500, "internal error; see the agent's log")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        task = asyncio.create_task(background(api)) if background else None
+        try:
+            yield
+        finally:
+            if task:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    # Sort so that fixed paths win over /api/nodes/{node_id}.
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,
+                                         Exception: on_crash})

@@ -1,0 +1,87 @@
+"""`hostmesh agent`: run the node agent (primary or secondary) from the environment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from hostmesh import __version__
+from hostmesh.agent import config as config_mod
+from hostmesh.agent.config import Config, ConfigError
+
+log = logging.getLogger("hostmesh.agent")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--env-file",
+        help=f"KEY=VALUE file read before the environment (default: {config_mod.DEFAULT_ENV_FILE}"
+             " when it exists); variables already in the environment win",
+    )
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the configuration, print a summary without secrets, "
+                             "and exit")
+
+
+def load_environment(env_file: str | None) -> tuple[dict[str, str], list[str]]:
+    """Merge the env file (if any) under the process environment; returns (env, warnings)."""
+    warnings: list[str] = []
+    path = env_file
+    if path is None and os.path.exists(config_mod.DEFAULT_ENV_FILE):
+        path = config_mod.DEFAULT_ENV_FILE
+    values: dict[str, str] = {}
+    if path is not None:
+        try:
+            values = config_mod.read_env_file(path)
+            warning = config_mod.env_file_mode_warning(path)
+        except FileNotFoundError:
+            raise ConfigError(f"env file {path} does not exist; create it or drop --env-file")\
+                from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read env file {path}: {exc.strerror}") from None
+        if warning:
+            warnings.append(warning)
+    values.update(os.environ)
+    return values, warnings
+
+
+def summary(cfg: Config) -> str:
+    return (f"role={cfg.role} node={cfg.node_name} id={cfg.node_id} "
+            f"listen={cfg.host}:{cfg.port} endpoint={cfg.api_endpoint} "
+            + (f"database={cfg.database_path} " if cfg.is_primary else
+               f"primary_url={cfg.primary_url} ")
+            + f"data_dir={cfg.data_dir} version={__version__}")
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # uvicorn's own access log would add a line per request; errors still show
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        env, warnings = load_environment(args.env_file)
+        cfg = config_mod.load(env)
+        setup_logging(cfg.log_level)
+        for warning in warnings:
+            log.warning("%s", warning)
+        if args.check_config:
+            print(summary(cfg))
+            return 0
+        config_mod.finish(cfg)
+        from hostmesh.agent.server import serve
+
+        return asyncio.run(serve(cfg))
+    except ConfigError as exc:
+        print(f"hostmesh agent: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0

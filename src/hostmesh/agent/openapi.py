@@ -1,0 +1,207 @@
+"""The agent's OpenAPI 3.0 document (served at /openapi.json, no secrets in it)."""
+
+from __future__ import annotations
+
+from copy import deepcopy
+
+from hostmesh import __version__
+
+_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}
+_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"}
+_IP = {"type": "string", "nullable": True, "description": "IPv4 or IPv6 address"}
+_TS = {"type": "string", "format": "date-time", "nullable": True}
+_LABELS = {"type": "object", "additionalProperties": {"type": "string", "maxLength": 255},
+           "maxProperties": 64}
+_KEY = {"type": "string", "minLength": 32, "maxLength": 256, "pattern": "^[\\x21-\\x7e]+$",
+        "description": "the node's API key (32 random bytes, e.g. hex); stored hashed"}
+_ENDPOINT = {"type": "string", "maxLength": 2048,
+             "description": "http(s) URL where the primary reaches this node"}
+
+NODE = {
+    "type": "object",
+    "required": ["id", "name", "api_endpoint", "is_primary", "status", "last_seen",
+                 "consecutive_failures", "last_health_check", "created_at", "updated_at",
+                 "wireguard_ip", "public_ip", "labels", "version"],
+    "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"},
+        "api_endpoint": {"type": "string"}, "is_primary": {"type": "boolean"},
+        "status": {"type": "string", "enum": ["online", "offline", "unreachable"]},
+        "last_seen": _TS, "consecutive_failures": {"type": "integer", "minimum": 0},
+        "last_health_check": _TS, "created_at": _TS, "updated_at": _TS,
+        "wireguard_ip": _IP, "public_ip": _IP, "labels": _LABELS,
+        "version": {"type": "string", "nullable": True},
+    },
+}
+REGISTERED = deepcopy(NODE)
+REGISTERED["required"] = NODE["required"] + ["primary_id", "primary_key_sha256"]
+REGISTERED["properties"].update({
+    "primary_id": {"type": "string"},
+    "primary_key_sha256": {"type": "array", "items": {"type": "string"},
+                           "description": "SHA-256 of the primary's key, to verify its calls"},
+})
+NODE_INPUT = {
+    "type": "object",
+    "properties": {
+        "id": _ID, "name": _NAME, "api_endpoint": _ENDPOINT, "api_key": _KEY,
+        "wireguard_ip": _IP, "public_ip": _IP, "labels": _LABELS,
+        "version": {"type": "string", "maxLength": 64, "nullable": True},
+    },
+}
+REGISTER_INPUT = deepcopy(NODE_INPUT)
+REGISTER_INPUT["required"] = ["name", "api_endpoint", "api_key", "token"]
+REGISTER_INPUT["properties"]["token"] = {
+    "type": "string", "maxLength": 512,
+    "description": "registration token or one-time invite (not needed to re-register a node "
+                   "that proves its current key)"}
+CREATE_INPUT = deepcopy(NODE_INPUT)
+CREATE_INPUT["required"] = ["name", "api_endpoint", "api_key"]
+ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+HEALTH = {
+    "type": "object", "required": ["status", "service", "role", "node_id", "version"],
+    "properties": {"status": {"type": "string", "enum": ["healthy"]},
+                   "service": {"type": "string"},
+                   "role": {"type": "string", "enum": ["primary", "secondary"]},
+                   "node_id": {"type": "string"}, "name": {"type": "string"},
+                   "version": {"type": "string"}, "registered": {"type": "boolean"},
+                   "caller_verified": {"type": "boolean"}},
+}
+STATS = {
+    "type": "object", "required": ["cpu", "memory", "disk", "load", "uptime_seconds"],
+    "properties": {"cpu": {"type": "object"}, "memory": {"type": "object"},
+                   "disk": {"type": "object"}, "load": {"type": "object"},
+                   "uptime_seconds": {"type": "number"}, "time": {"type": "number"},
+                   "node_id": {"type": "string"}, "name": {"type": "string"}},
+}
+CHECK = {
+    "type": "object", "required": ["node", "check"],
+    "properties": {
+        "node": {"$ref": "#/components/schemas/Node"},
+        "check": {"type": "object", "required": ["ok", "status", "duration_ms"],
+                  "properties": {"ok": {"type": "boolean"}, "status": {"type": "string"},
+                                 "consecutive_failures": {"type": "integer"},
+                                 "duration_ms": {"type": "number"},
+                                 "reason": {"type": "string", "nullable": True}}},
+    },
+}
+INVITE = {"type": "object", "required": ["id", "token", "expires_at"],
+          "properties": {"id": {"type": "string"},
+                         "token": {"type": "string", "description": "shown once"},
+                         "expires_at": {"type": "string", "format": "date-time"}}}
+
+
+def _json(schema_name: str) -> dict:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}
+
+
+def _resp(description: str, schema_name: str = "Error") -> dict:
+    return {"description": description, "content": _json(schema_name)}
+
+
+def _errors(*codes: int) -> dict:
+    text = {400: "invalid request", 401: "authentication failed", 404: "not found",
+            409: "conflict", 413: "body too large", 429: "rate limited"}
+    return {str(c): _resp(text[c]) for c in codes}
+
+
+_NODE_ID_PARAM = {"name": "node_id", "in": "path", "required": True, "schema": _ID}
+_ADMIN = [{"adminBearer": []}]
+_NODE = [{"nodeId": [], "nodeKey": []}]
+
+
+def document(role: str = "primary") -> dict:
+    """The OpenAPI document for a primary (full API) or a secondary (health + stats)."""
+    paths: dict = {
+        "/api/health": {"get": {
+            "summary": "liveness of this agent", "operationId": "health", "security": [],
+            "responses": {"200": _resp("healthy", "Health")}}},
+        "/api/system/stats": {"get": {
+            "summary": "cpu, memory, disk, load, uptime read from /proc",
+            "operationId": "systemStats",
+            "security": _NODE + _ADMIN if role == "primary" else [{"nodeKey": []}] + _ADMIN,
+            "responses": {"200": _resp("statistics", "Stats"), **_errors(401, 404)}}},
+    }
+    if role == "primary":
+        body = lambda name: {"required": True, "content": _json(name)}
+        paths.update({
+            "/api/nodes/register": {"post": {
+                "summary": "auto-registration (token or invite; re-registration proves the key)",
+                "operationId": "registerNode", "security": [],
+                "requestBody": body("RegisterInput"),
+                "responses": {"201": _resp("registered", "Registered"),
+                              "200": _resp("re-registered", "Registered"),
+                              **_errors(400, 401, 409, 413, 429)}}},
+            "/api/nodes": {
+                "get": {"summary": "all nodes (never a key)", "operationId": "listNodes",
+                        "security": _ADMIN,
+                        "responses": {"200": {"description": "nodes", "content": {
+                            "application/json": {"schema": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/Node"}}}}},
+                                      **_errors(401)}},
+                "post": {"summary": "manual registration", "operationId": "createNode",
+                         "security": _ADMIN, "requestBody": body("CreateInput"),
+                         "responses": {"201": _resp("created", "Node"),
+                                       **_errors(400, 401, 409, 413)}}},
+            "/api/nodes/{node_id}": {
+                "parameters": [_NODE_ID_PARAM],
+                "get": {"summary": "one node", "operationId": "getNode", "security": _ADMIN,
+                        "responses": {"200": _resp("node", "Node"), **_errors(401, 404)}},
+                "put": {"summary": "edit a node (api_key rotates with a grace period)",
+                        "operationId": "updateNode", "security": _ADMIN,
+                        "requestBody": body("NodeInput"),
+                        "responses": {"200": _resp("updated", "Node"),
+                                      **_errors(400, 401, 404, 409, 413)}},
+                "delete": {"summary": "remove a node", "operationId": "deleteNode",
+                           "security": _ADMIN,
+                           "responses": {"204": {"description": "deleted"},
+                                         **_errors(401, 404, 409)}}},
+            "/api/nodes/{node_id}/heartbeat": {"post": {
+                "summary": "a secondary is alive", "operationId": "heartbeat",
+                "security": _NODE, "parameters": [_NODE_ID_PARAM],
+                "requestBody": {"required": False, "content": _json("HeartbeatInput")},
+                "responses": {"200": _resp("recorded", "HeartbeatAnswer"),
+                              **_errors(400, 401, 404, 413)}}},
+            "/api/nodes/{node_id}/check": {"post": {
+                "summary": "health check now, bypassing backoff", "operationId": "checkNode",
+                "security": _ADMIN, "parameters": [_NODE_ID_PARAM],
+                "responses": {"200": _resp("check result", "CheckResult"),
+                              **_errors(401, 404)}}},
+            "/api/invites": {"post": {
+                "summary": "one-time registration invite", "operationId": "createInvite",
+                "security": _ADMIN,
+                "requestBody": {"required": False, "content": _json("InviteInput")},
+                "responses": {"201": _resp("invite (token shown once)", "Invite"),
+                              **_errors(400, 401, 413)}}},
+        })
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": f"hostmesh agent ({role})", "version": __version__,
+                 "description": "Node agent API of hostmesh.cluster. Errors are "
+                                "{\"error\": \"...\"}."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "adminBearer": {"type": "http", "scheme": "bearer",
+                                "description": "ADMIN_TOKEN of the primary"},
+                "nodeId": {"type": "apiKey", "in": "header", "name": "X-Node-ID"},
+                "nodeKey": {"type": "apiKey", "in": "header", "name": "X-Node-API-Key"},
+            },
+            "schemas": {
+                "Node": NODE, "Registered": REGISTERED, "NodeInput": NODE_INPUT,
+                "RegisterInput": REGISTER_INPUT, "CreateInput": CREATE_INPUT, "Error": ERROR,
+                "Health": HEALTH, "Stats": STATS, "CheckResult": CHECK, "Invite": INVITE,
+                "InviteInput": {"type": "object", "properties": {
+                    "ttl_seconds": {"type": "number", "minimum": 1}}},
+                "HeartbeatInput": {"type": "object", "properties": {
+                    "version": {"type": "string", "maxLength": 64, "nullable": True},
+                    "wireguard_ip": _IP, "public_ip": _IP}},
+                "HeartbeatAnswer": {"type": "object", "required": ["status", "node_id"],
+                                    "properties": {"status": {"type": "string"},
+                                                   "node_id": {"type": "string"},
+                                                   "primary_id": {"type": "string"},
+                                                   "primary_key_sha256": {
+                                                       "type": "array",
+                                                       "items": {"type": "string"}}}},
+            },
+        },
+    }
