@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Make a Debian host ready for hostmesh development, the lab and CI:
+#   - Debian packages: docker.io, debootstrap, wireguard-tools, python3-venv
+#   - the Docker engine running (dockerd started in the background if needed)
+#   - .venv with the project installed (`pip install -e '.[dev]'`), refreshed
+#     only when pyproject.toml changed (stamp file .venv/.hostmesh-setup)
+# Idempotent and silent when nothing is missing. When something is missing
+# and cannot be installed (not root, no apt-get) it says exactly what and how
+# to get it, and exits 1 without changing anything.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${HOSTMESH_VENV:-$ROOT/.venv}"
+STAMP="$VENV/.hostmesh-setup"
+PYTHON="${PYTHON:-python3}"
+DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
+
+say() { printf 'setup-host: %s\n' "$*" >&2; }
+die() { printf 'setup-host: %s\n' "$*" >&2; exit 1; }
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# ---------------------------------------------------------------- packages
+# command that proves the package is there -> Debian package providing it
+declare -A WANT=(
+  [docker]=docker.io
+  [dockerd]=docker.io
+  [debootstrap]=debootstrap
+  [wg]=wireguard-tools
+)
+missing_pkgs=()
+for cmd in docker dockerd debootstrap wg; do
+  # debootstrap and dockerd live in /usr/sbin, often not on a user's PATH
+  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
+    pkg="${WANT[$cmd]}"
+    [[ " ${missing_pkgs[*]-} " == *" $pkg "* ]] || missing_pkgs+=("$pkg")
+  fi
+done
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+  missing_pkgs+=(python3 python3-venv)
+elif ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+  die "$PYTHON is $("$PYTHON" -V 2>&1); hostmesh needs Python >= 3.10 (Debian 12 has 3.11). Set PYTHON=/path/to/python3.11 and re-run."
+elif [ ! -x "$VENV/bin/python" ] && ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  missing_pkgs+=(python3-venv)
+fi
+
+if [ "${#missing_pkgs[@]}" -gt 0 ]; then
+  if ! is_root; then
+    die "missing: ${missing_pkgs[*]}. Install them as root:
+    sudo apt-get install -y ${missing_pkgs[*]}
+or run this script as root: sudo $0"
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    die "missing: ${missing_pkgs[*]} and there is no apt-get on this host (hostmesh's lab expects Debian 12).
+Install the equivalents with your package manager (Docker engine + CLI, debootstrap, wireguard-tools, Python 3.10+ with venv) and re-run."
+  fi
+  say "installing ${missing_pkgs[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -qq --no-install-recommends "${missing_pkgs[@]}" >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing_pkgs[@]}" >/dev/null
+  fi
+fi
+
+# ------------------------------------------------------------ docker engine
+docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
+
+if ! docker_answers; then
+  err="$(timeout 10 docker info 2>&1 | grep -i -m1 'permission denied' || true)"
+  if [ -n "$err" ]; then
+    die "the Docker engine runs but $(id -un) may not use it:
+    ${err#ERROR: }
+Add the user to the docker group (sudo usermod -aG docker $(id -un), then log in again) or run as root."
+  fi
+  if ! is_root; then
+    die "the Docker engine is not running and only root can start it.
+Start it as root: sudo $0   (or: sudo dockerd >$DOCKERD_LOG 2>&1 &)"
+  fi
+  DOCKERD="$(command -v dockerd || echo /usr/sbin/dockerd)"
+  say "starting dockerd (log: $DOCKERD_LOG)"
+  nohup "$DOCKERD" >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  for _ in $(seq 1 120); do
+    docker_answers && break
+    if ! kill -0 "$!" 2>/dev/null; then
+      die "dockerd exited at once; see the end of $DOCKERD_LOG:
+$(tail -n 15 "$DOCKERD_LOG")"
+    fi
+    sleep 0.5
+  done
+  docker_answers || die "dockerd started but did not answer within 60 s; see $DOCKERD_LOG"
+fi
+
+# ---------------------------------------------------------------- virtualenv
+want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+have="$(cat "$STAMP" 2>/dev/null || true)"
+if [ "$want" != "$have" ]; then
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+  fi
+  # An existing venv may already hold everything (for example made by hand):
+  # only run pip when a requirement of pyproject.toml is not satisfied.
+  if ! "$VENV/bin/python" "$ROOT/scripts/check_requirements.py" "$ROOT/pyproject.toml" dev \
+      >/dev/null 2>&1; then
+    say "installing hostmesh and its dev dependencies into $VENV (pip install -e '.[dev]')"
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+    "$VENV/bin/python" "$ROOT/scripts/check_requirements.py" "$ROOT/pyproject.toml" dev \
+      || die "pip finished but the requirements above are still not satisfied"
+  fi
+  printf '%s\n' "$want" >"$STAMP"
+fi
