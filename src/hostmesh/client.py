@@ -43,6 +43,10 @@ class Conflict(HostmeshAPIError):
     """409: for example a node name already taken by another id."""
 
 
+class RateLimited(HostmeshAPIError):
+    """429: too many attempts from this address (registration)."""
+
+
 class BadResponse(HostmeshAPIError):
     """The server answered something that is not the expected JSON."""
 
@@ -218,11 +222,16 @@ def _raise_for_status(status: int, payload: Any, url: str, method: str, path: st
         detail = str(payload.get("error") or payload.get("detail") or "")
     where = f"{method} {path}"
     if status in (401, 403):
+        # the server's reason never contains the secret itself
         raise AuthRejected(
-            f"{where}: credentials rejected by {url.split('/api')[0]} (HTTP {status}); "
-            "check the admin token or node key",
+            f"{where}: credentials rejected by {url.split('/api')[0]} (HTTP {status})"
+            f"{': ' + detail if detail else ''}; check the admin token or node key",
             url=url,
             status=status,
+        )
+    if status == 429:
+        raise RateLimited(
+            f"{where}: too many attempts (HTTP 429); retry later", url=url, status=status
         )
     if status == 404:
         raise NotFound(f"{where}: not found (HTTP 404){': ' + detail if detail else ''}",
