@@ -1,33 +1,93 @@
 """Start the local Cloudflare v4 API server.
 
-    python -m tests.cloudflare_server --listen 127.0.0.1:8787 \
+    python -m tests.cloudflare_server --listen 127.0.0.1:8787 \\
         --zone lab.test --token-file .hostmesh/secrets/cloudflare_api_token
 
-The SDK then talks to it with ``base_url="http://127.0.0.1:8787/client/v4"``.
+The SDK then talks to it with ``base_url="http://127.0.0.1:8787/client/v4"``,
+and ``http://127.0.0.1:8787/cdn-cgi/trace`` answers ``ip=<client address>``.
 Tokens are read from files (or the environment) so they never show in ``ps``.
+
+For the lab: ``--daemon --pid-file F --log-file L --state-file S`` starts it in
+the background unless one already answers on --listen (prints ``started`` or
+``running``); ``--stop --pid-file F`` stops it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
-import uvicorn
-
-from .app import State, Token, create_app
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _read_secret(path: str) -> str:
-    value = Path(path).read_text().strip()
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as exc:
+        raise SystemExit(f"cloudflare_server: cannot read token file {path}: {exc.strerror}") from None
     if not value:
         raise SystemExit(f"cloudflare_server: token file {path} is empty; write the token into it")
     return value
 
 
+def _answers(listen: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{listen}/_hm/stats", timeout=2) as resp:
+            return resp.status == 200 and "counts" in json.loads(resp.read())
+    except (OSError, ValueError):
+        return False
+
+
+def _daemon(args, argv: list[str]) -> int:
+    if _answers(args.listen):
+        print("running")
+        return 0
+    child = [a for a in argv if a != "--daemon"]
+    log = open(args.log_file or os.devnull, "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen([sys.executable, "-m", "tests.cloudflare_server", *child], cwd=REPO,
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                            start_new_session=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            print(f"cloudflare_server exited with {proc.returncode}; see {args.log_file}",
+                  file=sys.stderr)
+            return 1
+        if _answers(args.listen):
+            if args.pid_file:
+                Path(args.pid_file).write_text(f"{proc.pid}\n")
+            print("started")
+            return 0
+        time.sleep(0.1)
+    print(f"cloudflare_server did not answer on {args.listen} within 20 s", file=sys.stderr)
+    return 1
+
+
+def _stop(args) -> int:
+    if not args.pid_file or not Path(args.pid_file).exists():
+        print("not running")
+        return 0
+    pid = int(Path(args.pid_file).read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+        print("stopped")
+    except ProcessLookupError:
+        print("not running")
+    Path(args.pid_file).unlink()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.cloudflare_server", description=__doc__)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m tests.cloudflare_server",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--listen", default="127.0.0.1:8787", help="HOST:PORT (default %(default)s)")
     parser.add_argument("--zone", action="append", default=[], help="zone name to serve (repeatable)")
     parser.add_argument("--token-file", action="append", default=[],
@@ -36,16 +96,31 @@ def main(argv: list[str] | None = None) -> int:
                         help="file holding a read-only API token (repeatable)")
     parser.add_argument("--token-env", default="CLOUDFLARE_API_TOKEN",
                         help="environment variable holding one more edit token (default %(default)s)")
-    parser.add_argument("--port-file", help="write the bound port here once listening (for --listen HOST:0)")
+    parser.add_argument("--state-file", help="keep the records in this JSON file across restarts")
+    parser.add_argument("--port-file", help="write the bound port here once listening (for HOST:0)")
+    parser.add_argument("--daemon", action="store_true", help="start in the background if not running")
+    parser.add_argument("--stop", action="store_true", help="stop the server of --pid-file")
+    parser.add_argument("--pid-file", help="pid file (with --daemon / --stop)")
+    parser.add_argument("--log-file", help="log file (with --daemon)")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
 
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         parser.error(f"--listen must be HOST:PORT, not {args.listen!r}")
-    state = State()
+    if args.stop:
+        return _stop(args)
+    if args.daemon:
+        return _daemon(args, argv)
+
+    import uvicorn
+
+    from .app import State, Token, create_app
+
+    state = State(state_file=args.state_file)
     for zone in args.zone:
         state.add_zone(zone.lower().rstrip("."))
+    state.load()
     for path in args.token_file:
         value = _read_secret(path)
         state.tokens[value] = Token(value, can_edit=True)
@@ -68,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _write_port_when_bound(server: uvicorn.Server, path: str) -> None:
+def _write_port_when_bound(server, path: str) -> None:
     original = server.startup
 
     async def startup(sockets=None):
@@ -78,7 +153,7 @@ def _write_port_when_bound(server: uvicorn.Server, path: str) -> None:
                 Path(path).write_text(str(sock.getsockname()[1]))
                 return
 
-    server.startup = startup  # type: ignore[method-assign]
+    server.startup = startup
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import copy
 import hashlib
 import ipaddress
 import json
+import os
 import secrets
 import threading
 import time
@@ -73,7 +74,25 @@ class State:
     rate_limit_retry_after: float = 1.0
     trace_ip: str | None = None
     trace_down: bool = False
+    state_file: str | None = None  # records survive a restart when set
     lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def save(self) -> None:
+        if not self.state_file:
+            return
+        tmp = f"{self.state_file}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"records": self.records}, fh)
+        os.replace(tmp, self.state_file)
+
+    def load(self) -> None:
+        if not self.state_file or not os.path.exists(self.state_file):
+            return
+        with open(self.state_file) as fh:
+            saved = json.load(fh)
+        for zid, recs in saved.get("records", {}).items():
+            if zid in self.zones:
+                self.records[zid] = recs
 
     def add_zone(self, name: str) -> dict:
         zid = zone_id_for(name)
@@ -438,6 +457,7 @@ def create_app(state: State | None = None) -> Starlette:
             work[rid] = rec
             out["posts"].append(_public(rec, zone))
         st.records[zid] = work
+        st.save()
         return out
 
     @counted("dns_records")
@@ -535,6 +555,7 @@ def create_app(state: State | None = None) -> Starlette:
                     rec = RecordValidator(zone).normalise(item)
                     rec.update(id=secrets.token_hex(16), created_on=now, modified_on=now)
                     st.records[zid][rec["id"]] = rec
+                st.save()
             elif what == "wipe":
                 for zid in st.records:
                     st.records[zid] = {}
@@ -543,6 +564,7 @@ def create_app(state: State | None = None) -> Starlette:
                 st.rate_limit_remaining = 0
                 st.trace_ip = None
                 st.trace_down = False
+                st.save()
             else:
                 return JSONResponse({"error": f"unknown control {what}"}, status_code=404)
         return JSONResponse({"ok": True})
