@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from traefik_harness import Cluster, get  # noqa: E402
+from traefik_harness import Cluster, get
 
 
 def main() -> int:

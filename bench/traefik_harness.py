@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "collections") not in sys.path:
     sys.path.insert(0, str(ROOT / "collections"))
 
-from ansible_collections.hostmesh.cluster.plugins.module_utils._traefik_config import (  # noqa: E402
+from ansible_collections.hostmesh.cluster.plugins.module_utils._traefik_config import (
     build_dynamic_config,
     render,
     write_atomic,

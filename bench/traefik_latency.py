@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from traefik_harness import HOST, WEB_PORT, Cluster, percentile  # noqa: E402
+from traefik_harness import HOST, WEB_PORT, Cluster, percentile
 
 
 def measure(address: str, count: int) -> list[float]:

@@ -148,6 +148,8 @@ def parse_rule(rule, matchers=None):
             if any(not a for a in args):
                 raise ValueError(f"{name} has an empty argument")
             found.append((name, args))
+        elif tok[0] is None:
+            raise ValueError("rule ends too early")
         else:
             raise ValueError(f"expected a matcher, found {tok[1]!r}")
 
