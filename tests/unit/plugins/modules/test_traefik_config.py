@@ -402,6 +402,7 @@ def run_module(tmp_path: Path, args: dict, check=False, diff=False) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "collections"))
     proc = subprocess.run(
         [sys.executable, str(MODULE), str(args_file)],
+        check=False,
         capture_output=True,
         text=True,
         env=env,
