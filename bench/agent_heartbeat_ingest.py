@@ -57,6 +57,69 @@ end
 """
 
 
+BASELINE_APP = r"""
+import sqlite3, sys, time
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+db = sqlite3.connect(sys.argv[1] if len(sys.argv) > 1 else "BASE_DB", isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("PRAGMA synchronous=NORMAL")
+db.execute("CREATE TABLE IF NOT EXISTS n (id TEXT PRIMARY KEY, last REAL)")
+async def hb(request):
+    db.execute("UPDATE n SET last=? WHERE id=?", (time.time(), request.path_params["id"]))
+    return JSONResponse({"status": "ok"})
+app = Starlette(routes=[Route("/api/nodes/{id}/heartbeat", hb, methods=["POST"])])
+"""
+
+
+def wrk_run(wrk: str, url: str, tmp: Path, args) -> tuple[float, float, float, int]:
+    """(req/s, p50 ms, p99 ms, errors) of one wrk run rotating over the nodes file."""
+    out = subprocess.run(
+        [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{int(args.duration)}s",
+         "-s", str(tmp / "hb.lua"), url, "--", str(tmp / "nodes.txt")],
+        capture_output=True, text=True, check=False).stdout
+    m = re.search(r"WRK requests=(\d+) errors=(\d+) status_errors=(\d+) "
+                  r"duration_us=(\d+) p50_us=(\d+) p99_us=(\d+)", out)
+    if not m:
+        raise RuntimeError("wrk gave no summary:\n" + out)
+    requests, errors, status_errors, dur_us, p50, p99 = (int(g) for g in m.groups())
+    return requests / (dur_us / 1e6), p50 / 1000, p99 / 1000, errors + status_errors
+
+
+def baseline(wrk: str, tmp: Path, nodes: list, args) -> tuple[float, float, float, int]:
+    """The same load against a bare Starlette handler doing one SQLite update."""
+    db = tmp / "baseline.db"
+    (tmp / "baseline_app.py").write_text(BASELINE_APP.replace("BASE_DB", str(db)))
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE n (id TEXT PRIMARY KEY, last REAL)")
+    conn.executemany("INSERT INTO n VALUES (?, 0)", [(i,) for i, _ in nodes])
+    conn.commit()
+    conn.close()
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "baseline_app:app", "--host", HOST, "--port", str(port),
+         "--http", "h11", "--loop", "asyncio", "--no-access-log", "--log-level", "warning"],
+        cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://{HOST}:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        return wrk_run(wrk, url, tmp, args)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
@@ -122,6 +185,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-wrk", action="store_true", help="use the Python load generator")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the bare Starlette + SQLite handler measured for comparison")
     args = parser.parse_args()
     args.nodes = max(1, min(args.nodes, 5000))
     args.duration = max(1.0, min(args.duration, 60.0))
@@ -162,22 +227,17 @@ def main() -> int:
         if wrk and not args.no_wrk:
             (tmp / "nodes.txt").write_text("".join(f"{i} {k}\n" for i, k in nodes))
             (tmp / "hb.lua").write_text(LUA)
-            out = subprocess.run(
-                [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{int(args.duration)}s",
-                 "-s", str(tmp / "hb.lua"), url, "--", str(tmp / "nodes.txt")],
-                capture_output=True, text=True, check=False).stdout
-            m = re.search(r"WRK requests=(\d+) errors=(\d+) status_errors=(\d+) "
-                          r"duration_us=(\d+) p50_us=(\d+) p99_us=(\d+)", out)
-            if not m:
-                print(out, file=sys.stderr)
-                return 1
-            requests, errors, status_errors, dur_us, p50, p99 = (int(g) for g in m.groups())
-            rate = requests / (dur_us / 1e6)
+            rate, p50, p99, errors = wrk_run(wrk, url, tmp, args)
             print("agent_heartbeat_load_generator: wrk")
             print(f"agent_heartbeat_ingest_rate: {rate:.0f} req/s")
-            print(f"agent_heartbeat_p50_latency: {p50 / 1000:.2f} ms")
-            print(f"agent_heartbeat_p99_latency: {p99 / 1000:.2f} ms")
-            print(f"agent_heartbeat_errors: {errors + status_errors} count")
+            print(f"agent_heartbeat_p50_latency: {p50:.2f} ms")
+            print(f"agent_heartbeat_p99_latency: {p99:.2f} ms")
+            print(f"agent_heartbeat_errors: {errors} count")
+            if not args.no_baseline:
+                b_rate, _, b_p99, _ = baseline(wrk, tmp, nodes, args)
+                print(f"baseline_bare_starlette_sqlite_rate: {b_rate:.0f} req/s")
+                print(f"baseline_bare_starlette_sqlite_p99_latency: {b_p99:.2f} ms")
+                print(f"agent_heartbeat_rate_vs_baseline: {100 * rate / b_rate:.0f} %")
         else:
             done, errors, lat = asyncio.run(python_load(url, nodes, args.duration,
                                                         args.connections))
