@@ -416,10 +416,18 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 "or raise the timeout option."
             ) from None
         except AuthRejected as exc:
+            creds = getattr(client, "credentials", None)
+            if creds is not None and not creds.admin_token and creds.node_id:
+                raise AnsibleError(
+                    f"{self.NAME}: node credentials (node_id/node_api_key) rejected by the "
+                    f"primary at {url} (HTTP {exc.status}); a hostmesh primary lists nodes only "
+                    "for the admin: set the token option or HOSTMESH_ADMIN_TOKEN instead"
+                ) from None
+            given = "" if creds is None or creds.admin_token else " (no token was set)"
             raise AnsibleError(
                 f"{self.NAME}: admin token rejected by the primary at {url} "
-                f"(HTTP {exc.status}); set the token option or HOSTMESH_ADMIN_TOKEN to the "
-                "primary's ADMIN_TOKEN (or give valid node_id/node_api_key)"
+                f"(HTTP {exc.status}){given}; set the token option or HOSTMESH_ADMIN_TOKEN to "
+                "the primary's ADMIN_TOKEN"
             ) from None
         except BadResponse as exc:
             raise AnsibleParserError(
