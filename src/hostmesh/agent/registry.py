@@ -100,7 +100,10 @@ class Registry:
     def __init__(self, path: Path):
         self.path = path
         try:
-            self.db = sqlite3.connect(str(path), isolation_level=None, timeout=10)
+            # one thread at a time uses it (the event loop), though not always the thread
+            # that opened it (tests, servers that start the loop elsewhere)
+            self.db = sqlite3.connect(str(path), isolation_level=None, timeout=10,
+                                      check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
