@@ -71,6 +71,8 @@ async def serve(cfg: Config) -> int:
     ))
     try:
         await server.serve()
+    except SystemExit:  # uvicorn exits this way when it cannot bind
+        pass
     finally:
         if api.registry is not None:
             api.registry.close()

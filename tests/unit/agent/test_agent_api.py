@@ -219,3 +219,22 @@ def test_secondary_api(tmp_path):
         "caller_verified"] is True
     assert set(client.get("/openapi.json").json()["paths"]) == {"/api/health",
                                                                 "/api/system/stats"}
+
+
+def test_heartbeat_fast_path_errors_match_the_app(primary):
+    register(primary, id="sec")
+    node = {"X-Node-ID": "sec", "X-Node-API-Key": KEY1, "Content-Type": "application/json"}
+    for data, status in ((b"{oops", 400), (b"[]", 400), (b"{}" + b" " * 70000, 413),
+                         (b"", 200), (b'{"version": "3"}', 200)):
+        resp = primary.post("/api/nodes/sec/heartbeat", content=data, headers=node)
+        assert resp.status_code == status, (data[:10], resp.text)
+        assert resp.headers["content-type"] == "application/json"
+        no_secret(resp)
+    resp = primary.post("/api/nodes/sec/heartbeat",
+                        headers={**node, "Content-Length": "x"}, content=b"{}")
+    assert resp.status_code == 400
+    resp = primary.post("/api/nodes/sec/heartbeat", headers={"X-Node-API-Key": KEY2})
+    assert resp.status_code == 401 and resp.headers["www-authenticate"].startswith("Bearer")
+    # not the fast path's business: nested paths and other methods
+    assert primary.post("/api/nodes/a/b/heartbeat", headers=node).status_code == 404
+    assert primary.get("/api/nodes/sec/heartbeat", headers=node).status_code == 405
