@@ -329,3 +329,24 @@ def test_bad_configuration_exits_with_a_clear_message(cluster, tmp_path):
     assert result.returncode == 2
     assert "BACKOFF_TABLE" in result.stderr
     assert not (tmp_path / "d").exists()  # nothing written on bad config
+
+
+def test_secondary_outlives_the_primary(cluster):
+    # the secondary starts first: it keeps retrying (capped backoff) until the primary is up
+    primary = cluster.primary(start=False)
+    node = cluster.secondary(primary, "patient", HEARTBEAT_INTERVAL="0.3",
+                             STARTUP_HEARTBEAT_DELAY="0.5")
+    wait_for(lambda: "attempt=4" in node.log(), 10, what="4 registration attempts")
+    assert "auto-registration failed attempt=1 reason=" in node.log()
+    primary.start().wait_ready()
+    wait_for(lambda: "startup heartbeat sent" in node.log(), 5, what="registered + heartbeat")
+    # primary down: heartbeats fail and say why; primary back (same data): they pass again
+    primary.stop()
+    wait_for(lambda: "heartbeat failed reason=" in node.log(), 5, what="heartbeat failure")
+    primary.start().wait_ready()
+    first = nodes_by_name(primary)["patient"]["last_seen"]
+    wait_for(lambda: nodes_by_name(primary)["patient"]["last_seen"] != first, 5,
+             what="heartbeats after the primary's restart")
+    assert nodes_by_name(primary)["patient"]["status"] == "online"
+    for secret in (node.env["NODE_API_KEY"], REGISTRATION_TOKEN):
+        assert secret not in node.log() and secret not in primary.log()
