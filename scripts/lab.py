@@ -84,7 +84,7 @@ class LabError(RuntimeError):
 def _run(cmd: list[str], *, check: bool = True, capture: bool = True,
          input_: bytes | None = None) -> subprocess.CompletedProcess:
     try:
-        proc = subprocess.run(cmd, capture_output=capture, input=input_)
+        proc = subprocess.run(cmd, capture_output=capture, input=input_, check=False)
     except FileNotFoundError as exc:
         raise LabError(
             f"{cmd[0]} is not installed; run scripts/setup-host.sh (as root) first"
@@ -152,7 +152,7 @@ def ensure_image(force: bool = False, quiet: bool = False) -> str:
         proc = subprocess.run(
             ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
              SUITE, rootfs, MIRROR],
-            capture_output=True,
+            capture_output=True, check=False,
         )
         if proc.returncode != 0:
             log = (proc.stdout + proc.stderr).decode(errors="replace")[-3000:]
@@ -166,7 +166,7 @@ def ensure_image(force: bool = False, quiet: bool = False) -> str:
              "-c", "ENV container=docker",
              "-c", f"LABEL hostmesh.packages={package_hash()}",
              "-", tag],
-            stdin=tar.stdout, capture_output=True,
+            stdin=tar.stdout, capture_output=True, check=False,
         )
         tar.stdout.close()
         tar.wait()
@@ -337,7 +337,7 @@ def _lab_from_args(args: argparse.Namespace) -> Lab:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     img = sub.add_parser("image", help="build the base image when its package list changed")
     img.add_argument("--force", action="store_true", help="rebuild even when cached")

@@ -1,0 +1,86 @@
+# hostmesh: the two commands are `make demo` and `make test`.
+#   make demo    set up the host, build the lab image, start 3 nodes, run site.yml
+#   make test    set up the host, pytest (unit + integration), every molecule scenario
+#   make lint    ruff, ansible-lint (production profile), ansible-test sanity
+#   make bench   every benchmark in bench/, as `name: value unit` lines
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT := $(CURDIR)
+VENV := $(ROOT)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
+export ANSIBLE_FORCE_COLOR ?= false
+export PY_COLORS ?= 0
+
+PYTHON := $(VENV)/bin/python
+LAB := python3 $(ROOT)/scripts/lab.py
+# Every directory under molecule/ holding a molecule.yml is a scenario;
+# `default` (the whole lab) runs last. Override: make test-molecule SCENARIOS="wireguard".
+SCENARIOS ?= $(sort $(filter-out default,$(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))) \
+             $(if $(wildcard molecule/default/molecule.yml),default)
+SANITY_DIR ?= /tmp/hostmesh-sanity
+GET_PIP_STANDIN := $(HOME)/.ansible/test/cache/get_pip_24_2.py
+
+.PHONY: help setup image lab-up lab-down lab-status demo test test-unit test-molecule \
+        lint lint-ruff lint-ansible sanity bench clean
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+setup:
+	@$(ROOT)/scripts/setup-host.sh
+
+image: setup
+	@$(LAB) image
+
+lab-up: image
+	@$(LAB) up
+
+lab-down:
+	@$(LAB) down
+
+lab-status:
+	@$(LAB) status
+
+demo: lab-up
+	ansible-playbook -i inventory/lab site.yml
+	@echo
+	@echo "== the hostmesh lab =="
+	@ansible-inventory -i inventory/lab --graph
+	@$(LAB) status
+
+# pytest exits 5 when it collected no test: that fails `make test` like any
+# other non-zero exit (no `-` prefix, no `|| true`).
+test: setup image test-unit test-molecule
+
+test-unit:
+	pytest tests/
+
+test-molecule:
+	@failed=(); for s in $(SCENARIOS); do \
+	  echo "== molecule test -s $$s"; start=$$(date +%s); \
+	  if molecule test -s "$$s"; then echo "== $$s passed in $$(( $$(date +%s) - start ))s"; \
+	  else echo "== $$s FAILED"; failed+=("$$s"); fi; \
+	done; \
+	if [ $${#failed[@]} -gt 0 ]; then echo "molecule scenarios failed: $${failed[*]}"; exit 1; fi
+
+lint: setup lint-ruff lint-ansible sanity
+
+lint-ruff:
+	ruff check .
+
+lint-ansible:
+	ansible-lint --profile production
+
+# ansible-test wants the collection under ansible_collections/<ns>/<name>,
+# as a git checkout; it copies the tracked (and new, not ignored) files.
+sanity: setup
+	@$(PYTHON) $(ROOT)/scripts/sanity.py --dest $(SANITY_DIR) --get-pip $(GET_PIP_STANDIN)
+
+bench: setup
+	@$(PYTHON) $(ROOT)/scripts/run_bench.py
+
+clean:
+	rm -rf $(SANITY_DIR) build dist hostmesh-cluster-*.tar.gz .pytest_cache .ruff_cache
