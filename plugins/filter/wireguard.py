@@ -9,14 +9,13 @@ are thin adapters from inventory data to it.
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-
 from ansible_collections.hostmesh.cluster.plugins.module_utils import _wireguard as wg
 
 
 def _hostvar(hostvars, host, name, default=None):
     hv = hostvars[host]
     try:
-        return hv[name] if name in hv else default
+        return hv.get(name, default)
     except KeyError:
         return default
 
@@ -33,16 +32,23 @@ def wireguard_mesh_nodes(hosts, hostvars, defaults):
             endpoint = _hostvar(hostvars, host, "wireguard_endpoint")
         else:
             endpoint = _hostvar(hostvars, host, "ansible_host", host)
-        nodes.append({
-            "name": host,
-            "address": _hostvar(hostvars, host, "wireguard_address") or "",
-            "endpoint": str(endpoint or "").strip(),
-            "port": _hostvar(hostvars, host, "wireguard_port", defaults.get("wireguard_port", 51821)),
-            "keepalive": _hostvar(
-                hostvars, host, "wireguard_persistent_keepalive",
-                defaults.get("wireguard_persistent_keepalive", 0),
-            ) or 0,
-        })
+        nodes.append(
+            {
+                "name": host,
+                "address": _hostvar(hostvars, host, "wireguard_address") or "",
+                "endpoint": str(endpoint or "").strip(),
+                "port": _hostvar(
+                    hostvars, host, "wireguard_port", defaults.get("wireguard_port", 51821)
+                ),
+                "keepalive": _hostvar(
+                    hostvars,
+                    host,
+                    "wireguard_persistent_keepalive",
+                    defaults.get("wireguard_persistent_keepalive", 0),
+                )
+                or 0,
+            }
+        )
     return nodes
 
 

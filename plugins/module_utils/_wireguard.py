@@ -112,8 +112,8 @@ def public_key(private_key: str) -> str:
 def format_endpoint(host: str, port: int) -> str:
     """Return host:port, bracketing IPv6 literals."""
     if ":" in host and not host.startswith("["):
-        host = "[%s]" % host
-    return "%s:%d" % (host, int(port))
+        host = f"[{host}]"
+    return f"{host}:{int(port)}"
 
 
 def render_config(interface: dict, peers: list, private_key: str) -> str:
@@ -127,29 +127,31 @@ def render_config(interface: dict, peers: list, private_key: str) -> str:
     lines = [
         "# Managed by Ansible (hostmesh.cluster.wireguard); local edits are overwritten.",
         "[Interface]",
-        "Address = %s" % interface["address"],
-        "ListenPort = %d" % int(interface["listen_port"]),
+        "Address = {}".format(interface["address"]),
+        f"ListenPort = {int(interface['listen_port'])}",
     ]
     if interface.get("mtu"):
-        lines.append("MTU = %d" % int(interface["mtu"]))
-    lines.append("PrivateKey = %s" % private_key)
+        lines.append(f"MTU = {int(interface['mtu'])}")
+    lines.append(f"PrivateKey = {private_key}")
     for peer in sorted(peers, key=lambda p: (p.get("name") or "", p["public_key"])):
         lines.append("")
         if peer.get("name"):
-            lines.append("# %s" % peer["name"])
+            lines.append("# {}".format(peer["name"]))
         lines.append("[Peer]")
-        lines.append("PublicKey = %s" % peer["public_key"])
+        lines.append("PublicKey = {}".format(peer["public_key"]))
         if peer.get("preshared_key"):
-            lines.append("PresharedKey = %s" % peer["preshared_key"])
-        lines.append("AllowedIPs = %s" % ", ".join(peer["allowed_ips"]))
+            lines.append("PresharedKey = {}".format(peer["preshared_key"]))
+        lines.append("AllowedIPs = {}".format(", ".join(peer["allowed_ips"])))
         if peer.get("endpoint"):
-            lines.append("Endpoint = %s" % peer["endpoint"])
+            lines.append("Endpoint = {}".format(peer["endpoint"]))
         if peer.get("persistent_keepalive"):
-            lines.append("PersistentKeepalive = %d" % int(peer["persistent_keepalive"]))
+            lines.append(f"PersistentKeepalive = {int(peer['persistent_keepalive'])}")
     return "\n".join(lines) + "\n"
 
 
-_SECRET_LINE = re.compile(r"^(\s*(?:PrivateKey|PresharedKey)\s*=\s*).*$", re.IGNORECASE | re.MULTILINE)
+_SECRET_LINE = re.compile(
+    r"^(\s*(?:PrivateKey|PresharedKey)\s*=\s*).*$", re.IGNORECASE | re.MULTILINE
+)
 
 
 def redact_config(text: str) -> str:
@@ -188,8 +190,8 @@ def _parse_subnet(subnet: str):
         return ipaddress.ip_network(str(subnet), strict=True)
     except ValueError as exc:
         raise ValueError(
-            "wireguard_subnet %r is not a network address in CIDR form (%s); "
-            "use e.g. 10.50.0.0/24" % (subnet, exc)
+            f"wireguard_subnet {subnet!r} is not a network address in CIDR form ({exc}); "
+            "use e.g. 10.50.0.0/24"
         ) from exc
 
 
@@ -230,25 +232,25 @@ def mesh_errors(nodes: list, subnet: str, state: dict | None = None) -> list:
                 ip = _parse_address(address)
             except ValueError:
                 errors.append(
-                    "%s: wireguard_address %r is not an IP address; set a free address "
-                    "in %s or remove it to get one allocated" % (name, address, net)
+                    f"{name}: wireguard_address {address!r} is not an IP address; set a free address "
+                    f"in {net} or remove it to get one allocated"
                 )
                 ip = None
             if ip is not None:
                 if ip.version != net.version or ip not in net:
                     errors.append(
-                        "%s: wireguard_address %s is outside wireguard_subnet %s; "
-                        "pick an address inside it" % (name, ip, net)
+                        f"{name}: wireguard_address {ip} is outside wireguard_subnet {net}; "
+                        "pick an address inside it"
                     )
                 elif ip not in usable:
                     errors.append(
-                        "%s: wireguard_address %s is the network or broadcast address "
-                        "of %s; pick a host address" % (name, ip, net)
+                        f"{name}: wireguard_address {ip} is the network or broadcast address "
+                        f"of {net}; pick a host address"
                     )
                 elif ip in seen_addr:
                     errors.append(
-                        "%s: wireguard_address %s is already used by %s; every node needs "
-                        "its own address" % (name, ip, seen_addr[ip])
+                        f"{name}: wireguard_address {ip} is already used by {seen_addr[ip]}; every node needs "
+                        "its own address"
                     )
                 else:
                     seen_addr[ip] = name
@@ -258,7 +260,7 @@ def mesh_errors(nodes: list, subnet: str, state: dict | None = None) -> list:
         except (TypeError, ValueError):
             port_ok = False
         if not port_ok:
-            errors.append("%s: wireguard_port %r is not a UDP port (1-65535)" % (name, port))
+            errors.append(f"{name}: wireguard_port {port!r} is not a UDP port (1-65535)")
         keepalive = node.get("keepalive", 0)
         try:
             keep_ok = 0 <= int(keepalive or 0) <= 65535
@@ -266,31 +268,47 @@ def mesh_errors(nodes: list, subnet: str, state: dict | None = None) -> list:
             keep_ok = False
         if not keep_ok:
             errors.append(
-                "%s: wireguard_persistent_keepalive %r must be 0 (off) or seconds up to 65535"
-                % (name, keepalive)
+                f"{name}: wireguard_persistent_keepalive {keepalive!r} must be 0 (off) or seconds up to 65535"
             )
         endpoint = node.get("endpoint")
         if endpoint and port_ok:
             key = format_endpoint(str(endpoint).strip("[]"), int(port))
             if key in seen_endpoint:
                 errors.append(
-                    "%s: endpoint %s is also the endpoint of %s; set wireguard_endpoint or "
+                    f"{name}: endpoint {key} is also the endpoint of {seen_endpoint[key]}; set wireguard_endpoint or "
                     "wireguard_port so each node is reached at its own address"
-                    % (name, key, seen_endpoint[key])
                 )
             else:
                 seen_endpoint[key] = name
     recorded = (state or {}).get("nodes") or {}
     if not isinstance(recorded, dict):
-        errors.append("the mesh record lists nodes as %r, not a mapping; fix or delete it" % type(recorded).__name__)
+        errors.append(
+            f"the mesh record lists nodes as {type(recorded).__name__!r}, not a mapping; fix or delete it"
+        )
         recorded = {}
+    # An explicit address must not take the recorded address of another node:
+    # that node would be renumbered.
+    allocated = {}
+    for node in nodes:
+        if node.get("address") in (None, ""):
+            old = (recorded.get(node["name"]) or {}).get("address")
+            try:
+                allocated[_parse_address(old)] = node["name"]
+            except (TypeError, ValueError):
+                pass
+    for ip, name in sorted(seen_addr.items()):
+        if ip in allocated:
+            errors.append(
+                f"{name}: wireguard_address {ip} is already used by {allocated[ip]} (allocated earlier, see the mesh "
+                f"record); pick a free address so {allocated[ip]} is not renumbered"
+            )
     for name in sorted(recorded):
         entry = recorded[name] or {}
         key = entry.get("public_key")
         if key not in (None, "") and not is_valid_key(key):
             errors.append(
-                "%s: recorded public key %r in the mesh record is not a WireGuard key; "
-                "delete the entry so it is read again from the node" % (name, key)
+                f"{name}: recorded public key {key!r} in the mesh record is not a WireGuard key; "
+                "delete the entry so it is read again from the node"
             )
     return errors
 
@@ -334,7 +352,7 @@ def allocate_addresses(nodes: list, subnet: str, state: dict | None = None) -> d
         ip = next(free, None)
         if ip is None:
             raise ValueError(
-                "wireguard_subnet %s has no free address left for %s; use a larger subnet" % (net, name)
+                f"wireguard_subnet {net} has no free address left for {name}; use a larger subnet"
             )
         result[name] = ip
         taken.add(ip)
@@ -367,7 +385,7 @@ def mesh_plan(nodes: list, subnet: str, state: dict | None, public_keys: dict) -
 def psk_pairs(names: list) -> list:
     """Return the sorted 'a_b' pair names (a < b) of every pair of nodes."""
     names = sorted(set(names))
-    return ["%s_%s" % (a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    return [f"{a}_{b}" for i, a in enumerate(names) for b in names[i + 1 :]]
 
 
 def pair_name(a: str, b: str) -> str:
@@ -386,7 +404,7 @@ def peers_for(plan: dict, me: str, keepalive: int = 0, psks: dict | None = None)
         peer = {
             "name": name,
             "public_key": node["public_key"],
-            "allowed_ips": ["%s/%d" % (address, address.max_prefixlen)],
+            "allowed_ips": [f"{address}/{address.max_prefixlen}"],
             "endpoint": node.get("endpoint") or None,
             "persistent_keepalive": int(keepalive or 0) or None,
             "preshared_key": psks.get(pair_name(me, name)) or None,

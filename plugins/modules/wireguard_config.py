@@ -125,7 +125,6 @@ import os
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.hostmesh.cluster.plugins.module_utils._wireguard import (
     decode_key,
     interface_section,
@@ -153,13 +152,13 @@ class ConfigFile:
             if self.module.check_mode:
                 return _PLACEHOLDER
             self.module.fail_json(
-                msg="private key %s does not exist; create it with hostmesh.cluster.wireguard_keypair first" % path
+                msg=f"private key {path} does not exist; create it with hostmesh.cluster.wireguard_keypair first"
             )
         self.module.no_log_values.add(key)
         try:
             decode_key(key)
         except ValueError as exc:
-            self.module.fail_json(msg="%s does not hold a valid WireGuard key (%s)" % (path, exc))
+            self.module.fail_json(msg=f"{path} does not hold a valid WireGuard key ({exc})")
         return key
 
     def _validate_peers(self) -> None:
@@ -169,17 +168,22 @@ class ConfigFile:
                 decode_key(peer["public_key"])
             except ValueError as exc:
                 self.module.fail_json(
-                    msg="peer %s: public_key %r is invalid (%s)" % (peer["name"], peer["public_key"], exc)
+                    msg="peer {}: public_key {!r} is invalid ({})".format(
+                        peer["name"], peer["public_key"], exc
+                    )
                 )
             if peer.get("preshared_key"):
                 try:
                     decode_key(peer["preshared_key"])
                 except ValueError as exc:
-                    self.module.fail_json(msg="peer %s: preshared_key is invalid (%s)" % (peer["name"], exc))
+                    self.module.fail_json(
+                        msg="peer {}: preshared_key is invalid ({})".format(peer["name"], exc)
+                    )
             if peer["public_key"] in seen:
                 self.module.fail_json(
-                    msg="peers %s and %s have the same public key %s; each node needs its own key"
-                    % (seen[peer["public_key"]], peer["name"], peer["public_key"])
+                    msg="peers {} and {} have the same public key {}; each node needs its own key".format(
+                        seen[peer["public_key"]], peer["name"], peer["public_key"]
+                    )
                 )
             seen[peer["public_key"]] = peer["name"]
 
@@ -204,10 +208,12 @@ class ConfigFile:
                     self.module.no_log_values.add(value)
         mode_ok = current is not None and (os.stat(path).st_mode & 0o777) == 0o600
         content_changed = current != wanted
-        interface_changed = current is None or interface_section(current) != interface_section(wanted)
-        peers_changed = current is None or [s for s in parse_sections(current) if s[0] != "interface"] != [
-            s for s in parse_sections(wanted) if s[0] != "interface"
-        ]
+        interface_changed = current is None or interface_section(current) != interface_section(
+            wanted
+        )
+        peers_changed = current is None or [
+            s for s in parse_sections(current) if s[0] != "interface"
+        ] != [s for s in parse_sections(wanted) if s[0] != "interface"]
         result = {
             "changed": content_changed or not mode_ok,
             "path": path,

@@ -110,7 +110,6 @@ import os
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.hostmesh.cluster.plugins.module_utils._wireguard import (
     decode_key,
     generate_preshared_key,
@@ -134,14 +133,14 @@ class KeyPair:
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:
-            self.module.fail_json(msg="cannot read key file %s: %s" % (self.path, exc))
+            self.module.fail_json(msg=f"cannot read key file {self.path}: {exc}")
         self.module.no_log_values.add(text)
         try:
             decode_key(text)
         except ValueError as exc:
             self.module.fail_json(
-                msg="%s does not hold a valid WireGuard key (%s); remove the file or run with "
-                "rotate=true to replace it" % (self.path, exc)
+                msg=f"{self.path} does not hold a valid WireGuard key ({exc}); remove the file or run with "
+                "rotate=true to replace it"
             )
         return text
 
@@ -168,7 +167,12 @@ class KeyPair:
     def present(self) -> dict:
         params = self.module.params
         current = self._read()
-        result = {"changed": False, "path": self.path, "rotated": False, "exists": current is not None}
+        result = {
+            "changed": False,
+            "path": self.path,
+            "rotated": False,
+            "exists": current is not None,
+        }
         before_pub = self._public(current)
         mode_wrong = current is not None and (os.stat(self.path).st_mode & 0o777) != 0o600
         if current is not None and not params["rotate"]:
@@ -177,7 +181,10 @@ class KeyPair:
                 if not self.module.check_mode:
                     os.chmod(self.path, 0o600)
             result["public_key"] = before_pub
-            result["diff"] = {"before": {"mode": "other" if mode_wrong else "0600"}, "after": {"mode": "0600"}}
+            result["diff"] = {
+                "before": {"mode": "other" if mode_wrong else "0600"},
+                "after": {"mode": "0600"},
+            }
             return result
         if current is None and not params["create"]:
             result["public_key"] = None
@@ -203,7 +210,11 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "path": {"type": "path", "default": "/etc/wireguard/wg0.key"},
-            "kind": {"type": "str", "default": "private_key", "choices": ["private_key", "preshared_key"]},
+            "kind": {
+                "type": "str",
+                "default": "private_key",
+                "choices": ["private_key", "preshared_key"],
+            },
             "rotate": {"type": "bool", "default": False},
             "create": {"type": "bool", "default": True},
         },

@@ -12,13 +12,19 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "collections"))
 
-from ansible_collections.hostmesh.cluster.plugins.module_utils import _wireguard as wg  # noqa: E402
+from ansible_collections.hostmesh.cluster.plugins.module_utils import _wireguard as wg
 
 SUBNET = "10.50.0.0/24"
 
 
 def node(name, address="", endpoint="", port=51821, keepalive=0):
-    return {"name": name, "address": address, "endpoint": endpoint, "port": port, "keepalive": keepalive}
+    return {
+        "name": name,
+        "address": address,
+        "endpoint": endpoint,
+        "port": port,
+        "keepalive": keepalive,
+    }
 
 
 def test_rfc7748_vectors():
@@ -40,13 +46,19 @@ def test_invalid_keys(bad):
 def test_allocation_is_lowest_free_in_name_order():
     nodes = [node("node3"), node("node1"), node("node2")]
     assert wg.allocate_addresses(nodes, SUBNET) == {
-        "node1": "10.50.0.1", "node2": "10.50.0.2", "node3": "10.50.0.3"}
+        "node1": "10.50.0.1",
+        "node2": "10.50.0.2",
+        "node3": "10.50.0.3",
+    }
 
 
 def test_explicit_address_wins_and_is_skipped_by_allocation():
     nodes = [node("node1"), node("node2", address="10.50.0.1"), node("node3")]
     assert wg.allocate_addresses(nodes, SUBNET) == {
-        "node1": "10.50.0.2", "node2": "10.50.0.1", "node3": "10.50.0.3"}
+        "node1": "10.50.0.2",
+        "node2": "10.50.0.1",
+        "node3": "10.50.0.3",
+    }
 
 
 def _state(addresses):
@@ -68,11 +80,17 @@ def test_removing_a_node_never_renumbers():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from([f"n{i}" for i in range(12)]), min_size=1, max_size=12, unique=True),
-       st.lists(st.sampled_from([f"n{i}" for i in range(12)]), max_size=12, unique=True))
+@given(
+    st.lists(st.sampled_from([f"n{i}" for i in range(12)]), min_size=1, max_size=12, unique=True),
+    st.lists(st.sampled_from([f"n{i}" for i in range(12)]), max_size=12, unique=True),
+)
 def test_allocation_stable_under_membership_changes(first, second):
-    state = {"nodes": {n: {"address": a} for n, a in
-                       wg.allocate_addresses([node(n) for n in first], SUBNET).items()}}
+    state = {
+        "nodes": {
+            n: {"address": a}
+            for n, a in wg.allocate_addresses([node(n) for n in first], SUBNET).items()
+        }
+    }
     again = wg.allocate_addresses([node(n) for n in second], SUBNET, state)
     assert len(set(again.values())) == len(again)
     for name in set(first) & set(second):
@@ -106,7 +124,11 @@ def test_errors_name_host_and_value():
 
 
 def test_same_endpoint_different_port_is_fine():
-    nodes = [node("a", endpoint="192.0.2.1"), node("b", endpoint="192.0.2.1", port=51822), node("c")]
+    nodes = [
+        node("a", endpoint="192.0.2.1"),
+        node("b", endpoint="192.0.2.1", port=51822),
+        node("c"),
+    ]
     assert wg.mesh_errors(nodes, SUBNET) == []
 
 
@@ -116,7 +138,11 @@ def test_bad_subnet():
 
 def test_plan_and_peers():
     k1, k2 = (wg.public_key(wg.generate_private_key()) for _ in range(2))
-    nodes = [node("node1", endpoint="192.0.2.1"), node("node2"), node("node3", endpoint="2001:db8::3")]
+    nodes = [
+        node("node1", endpoint="192.0.2.1"),
+        node("node2"),
+        node("node3", endpoint="2001:db8::3"),
+    ]
     plan = wg.mesh_plan(nodes, SUBNET, {}, {"node1": k1, "node3": k2})
     assert plan["prefix"] == 24
     assert plan["nodes"]["node2"]["public_key"] is None
@@ -134,29 +160,61 @@ def test_recorded_key_is_used_for_nodes_outside_the_run():
     k = wg.public_key(wg.generate_private_key())
     state = {"nodes": {"node1": {"address": "10.50.0.7", "public_key": k}}}
     plan = wg.mesh_plan([node("node1"), node("node2")], SUBNET, state, {})
-    assert plan["nodes"]["node1"] == {"address": "10.50.0.7", "public_key": k,
-                                      "endpoint": "", "port": 51821}
+    assert plan["nodes"]["node1"] == {
+        "address": "10.50.0.7",
+        "public_key": k,
+        "endpoint": "",
+        "port": 51821,
+    }
 
 
 def test_render_is_deterministic_and_redactable():
     private = wg.generate_private_key()
     peers = [
-        {"name": "b", "public_key": "B" * 43 + "=", "allowed_ips": ["10.50.0.2/32"],
-         "preshared_key": "P" * 43 + "=", "endpoint": "192.0.2.2:51821"},
-        {"name": "a", "public_key": "A" * 43 + "=", "allowed_ips": ["10.50.0.3/32"],
-         "persistent_keepalive": 25},
+        {
+            "name": "b",
+            "public_key": "B" * 43 + "=",
+            "allowed_ips": ["10.50.0.2/32"],
+            "preshared_key": "P" * 43 + "=",
+            "endpoint": "192.0.2.2:51821",
+        },
+        {
+            "name": "a",
+            "public_key": "A" * 43 + "=",
+            "allowed_ips": ["10.50.0.3/32"],
+            "persistent_keepalive": 25,
+        },
     ]
     text = wg.render_config({"address": "10.50.0.1/24", "listen_port": 51821}, peers, private)
-    assert text == wg.render_config({"address": "10.50.0.1/24", "listen_port": 51821},
-                                    list(reversed(peers)), private)
+    assert text == wg.render_config(
+        {"address": "10.50.0.1/24", "listen_port": 51821}, list(reversed(peers)), private
+    )
     assert text.index("# a") < text.index("# b")
     assert "PersistentKeepalive = 25" in text and "Endpoint = 192.0.2.2:51821" in text
     redacted = wg.redact_config(text)
     assert private not in redacted and "P" * 43 not in redacted
     assert wg.interface_section(text) == [
-        ("address", "10.50.0.1/24"), ("listenport", "51821"), ("privatekey", private)]
+        ("address", "10.50.0.1/24"),
+        ("listenport", "51821"),
+        ("privatekey", private),
+    ]
 
 
 def test_pairs():
     assert wg.psk_pairs(["c", "a", "b"]) == ["a_b", "a_c", "b_c"]
     assert wg.pair_name("z", "a") == "a_z"
+
+
+def test_explicit_address_may_not_take_a_recorded_one():
+    state = _state({"node1": "10.50.0.1", "node2": "10.50.0.2"})
+    errors = wg.mesh_errors(
+        [node("node1"), node("node2"), node("node3", address="10.50.0.1")], SUBNET, state
+    )
+    assert errors == [
+        (
+            "node3: wireguard_address 10.50.0.1 is already used by node1 (allocated earlier, see the "
+            "mesh record); pick a free address so node1 is not renumbered"
+        )
+    ]
+    # giving node1 its own recorded address explicitly is fine
+    assert wg.mesh_errors([node("node1", address="10.50.0.1"), node("node2")], SUBNET, state) == []

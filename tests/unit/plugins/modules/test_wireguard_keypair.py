@@ -14,10 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "collections"))
 
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
-
-from ansible_collections.hostmesh.cluster.plugins.module_utils import _wireguard as wg  # noqa: E402
-from ansible_collections.hostmesh.cluster.plugins.modules import (  # noqa: E402
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.hostmesh.cluster.plugins.module_utils import _wireguard as wg
+from ansible_collections.hostmesh.cluster.plugins.modules import (
     wireguard_config,
     wireguard_keypair,
 )
@@ -117,7 +116,12 @@ def test_preshared_key_has_no_public_key(tmp_path, capsys):
 
 def _peer(name: str, psk: bool = False) -> dict:
     key = wg.public_key(wg.generate_private_key())
-    peer = {"name": name, "public_key": key, "allowed_ips": ["10.50.0.9/32"], "endpoint": "192.0.2.9:51821"}
+    peer = {
+        "name": name,
+        "public_key": key,
+        "allowed_ips": ["10.50.0.9/32"],
+        "endpoint": "192.0.2.9:51821",
+    }
     if psk:
         peer["preshared_key"] = wg.generate_preshared_key()
     return peer
@@ -133,8 +137,15 @@ def keyfile(tmp_path, capsys):
 def test_config_holds_private_key_but_never_returns_it(tmp_path, keyfile, capsys):
     conf = tmp_path / "wg0.conf"
     peers = [_peer("node2", psk=True)]
-    out = run(wireguard_config, capsys, path=str(conf), private_key_path=str(keyfile),
-              address="10.50.0.1/24", peers=peers, _diff=True)
+    out = run(
+        wireguard_config,
+        capsys,
+        path=str(conf),
+        private_key_path=str(keyfile),
+        address="10.50.0.1/24",
+        peers=peers,
+        _diff=True,
+    )
     assert out["changed"] and out["interface_changed"] and out["peers_changed"]
     text = conf.read_text()
     private = keyfile.read_text().strip()
@@ -161,21 +172,39 @@ def test_config_peer_change_is_not_an_interface_change(tmp_path, keyfile, capsys
 
 def test_config_check_mode_writes_nothing(tmp_path, keyfile, capsys):
     conf = tmp_path / "wg0.conf"
-    out = run(wireguard_config, capsys, path=str(conf), private_key_path=str(keyfile),
-              address="10.50.0.1/24", peers=[], _check=True)
+    out = run(
+        wireguard_config,
+        capsys,
+        path=str(conf),
+        private_key_path=str(keyfile),
+        address="10.50.0.1/24",
+        peers=[],
+        _check=True,
+    )
     assert out["changed"] is True and not conf.exists()
 
 
 def test_config_rejects_a_bad_peer_key(tmp_path, keyfile, capsys):
     conf = tmp_path / "wg0.conf"
     bad = {"name": "node2", "public_key": "short=", "allowed_ips": ["10.50.0.2/32"]}
-    out = run(wireguard_config, capsys, path=str(conf), private_key_path=str(keyfile),
-              address="10.50.0.1/24", peers=[bad])
+    out = run(
+        wireguard_config,
+        capsys,
+        path=str(conf),
+        private_key_path=str(keyfile),
+        address="10.50.0.1/24",
+        peers=[bad],
+    )
     assert out["failed"] and "node2" in out["msg"] and "short=" in out["msg"]
     assert not conf.exists()
 
 
 def test_config_without_private_key_fails(tmp_path, capsys):
-    out = run(wireguard_config, capsys, path=str(tmp_path / "wg0.conf"),
-              private_key_path=str(tmp_path / "missing.key"), address="10.50.0.1/24")
+    out = run(
+        wireguard_config,
+        capsys,
+        path=str(tmp_path / "wg0.conf"),
+        private_key_path=str(tmp_path / "missing.key"),
+        address="10.50.0.1/24",
+    )
     assert out["failed"] and "wireguard_keypair" in out["msg"]
