@@ -242,7 +242,8 @@ def main() -> int:
                     base_runs.append(baseline(wrk, tmp, nodes, args))
             rate, p50, p99, _ = max(runs)
             errors = sum(r[3] for r in runs)
-            print(f"agent_heartbeat_load_generator: wrk, best of {args.rounds} rounds")
+            print(f"load generator: wrk, best of {args.rounds} rounds", file=sys.stderr)
+            print(f"agent_heartbeat_rounds: {args.rounds} count")
             print(f"agent_heartbeat_ingest_rate: {rate:.0f} req/s")
             print(f"agent_heartbeat_p50_latency: {p50:.2f} ms")
             print(f"agent_heartbeat_p99_latency: {p99:.2f} ms")
@@ -256,7 +257,8 @@ def main() -> int:
             done, errors, lat = asyncio.run(python_load(url, nodes, args.duration,
                                                         args.connections))
             lat.sort()
-            print("agent_heartbeat_load_generator: python (lower bound)")
+            print("load generator: python (wrk not installed): the rate is a lower bound",
+                  file=sys.stderr)
             print(f"agent_heartbeat_ingest_rate: {done / args.duration:.0f} req/s")
             print(f"agent_heartbeat_p50_latency: {lat[len(lat) // 2] * 1000:.2f} ms")
             print(f"agent_heartbeat_p99_latency: {lat[int(len(lat) * 0.99)] * 1000:.2f} ms")
