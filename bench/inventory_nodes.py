@@ -121,7 +121,7 @@ def main() -> int:
             headers={"Authorization": f"Bearer {cluster.admin_token}"},
         )
         fetch = []
-        for _ in range(args.runs):
+        for _attempt in range(args.runs):
             t0 = time.perf_counter()
             with urllib.request.urlopen(req, timeout=30) as resp:
                 resp.read()
@@ -140,16 +140,16 @@ def main() -> int:
             cache_timeout=3600,
         )
 
-        _, out = timed_list(nocache, env)
+        out = timed_list(nocache, env)[1]
         listing = plain(json.loads(out))
         assert len(listing["_meta"]["hostvars"]) == count, "plugin lost hosts"
         static = root / "static.yml"
         static.write_text(json.dumps(static_inventory(listing)))  # JSON is YAML
-        _, out = timed_list(static, env)
+        out = timed_list(static, env)[1]
         assert plain(json.loads(out))["_meta"]["hostvars"] == listing["_meta"]["hostvars"]
 
         times: dict[str, list[float]] = {"static": [], "cold": [], "warm": [], "nocache": []}
-        for _ in range(args.runs):  # interleaved, so machine load hits all alike
+        for _attempt in range(args.runs):  # interleaved, so machine load hits all alike
             times["static"].append(timed_list(static, env)[0])
             shutil.rmtree(cache_dir, ignore_errors=True)
             times["cold"].append(timed_list(cached, env)[0])

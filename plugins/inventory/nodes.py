@@ -9,7 +9,7 @@ name: nodes
 short_description: Cluster nodes and their health, from the hostmesh primary's API
 version_added: 0.1.0
 author:
-  - hostmesh developers
+  - hostmesh developers (@hostmesh)
 description:
   - Asks the primary agent of a hostmesh cluster (C(GET /api/nodes)) which nodes exist and how
     healthy they are, and turns the answer into an inventory.

@@ -382,7 +382,10 @@ def static_server(tmp_path):
     """A real HTTP server answering GET /api/nodes with a file we choose."""
     root = tmp_path / "www"
     (root / "api").mkdir(parents=True)
-    handler = lambda *a, **kw: _Static(*a, directory=str(root), **kw)
+
+    def handler(*args, **kwargs):
+        return _Static(*args, directory=str(root), **kwargs)
+
     server = http.server.ThreadingHTTPServer(("127.8.3.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

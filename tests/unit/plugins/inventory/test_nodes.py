@@ -53,7 +53,7 @@ def write_cfg(tmp_path, name="test.hostmesh.yml", **options):
 
 
 def run(tmp_path, client, flush=False, **options):
-    """parse() a config with `options`, the API answered by `client`; return (plugin, inventory).
+    """parse() a config with `options`, the API answered by `client`; return the inventory.
 
     flush=True is what --flush-cache does: parse(cache=False).
     """
@@ -64,7 +64,7 @@ def run(tmp_path, client, flush=False, **options):
     plugin.parse(inventory, DataLoader(), str(path), cache=not flush)
     if plugin.get_option("cache"):
         plugin.update_cache_if_changed()
-    return plugin, inventory
+    return inventory
 
 
 def group_hosts(inventory, group):
@@ -108,7 +108,7 @@ def test_verify_file_missing(tmp_path):
 
 
 def test_groups_from_hostmesh_answer(tmp_path):
-    _, inv = run(tmp_path, FakeClient(load("hostmesh_nodes.json")))
+    inv = run(tmp_path, FakeClient(load("hostmesh_nodes.json")))
     assert group_hosts(inv, "hostmesh_online") == ["node1"]
     assert group_hosts(inv, "hostmesh_offline") == ["node2"]
     assert group_hosts(inv, "hostmesh_unreachable") == ["node3"]
@@ -123,7 +123,7 @@ def test_groups_from_hostmesh_answer(tmp_path):
 
 
 def test_hostvars_from_hostmesh_answer(tmp_path):
-    _, inv = run(tmp_path, FakeClient(load("hostmesh_nodes.json")))
+    inv = run(tmp_path, FakeClient(load("hostmesh_nodes.json")))
     node1 = hostvars(inv, "node1")
     assert node1["ansible_host"] == "10.50.0.1"
     assert node1["hostmesh_node_id"] == "a1f0c6de-5b1e-4c1e-9f3a-000000000001"
@@ -149,7 +149,7 @@ def test_hostvars_from_hostmesh_answer(tmp_path):
 def test_selfhostly_answer(tmp_path):
     """Selfhostly: no wireguard_ip/labels, api_key in every record (must never surface)."""
     client = FakeClient(load("selfhostly_nodes.json"))
-    _, inv = run(tmp_path, client)
+    inv = run(tmp_path, client)
     assert group_hosts(inv, "hostmesh_online") == ["primary"]
     assert group_hosts(inv, "hostmesh_offline") == ["worker-1"]
     assert group_hosts(inv, "hostmesh_primary") == ["primary"]
@@ -169,12 +169,12 @@ def test_selfhostly_answer(tmp_path):
 )
 def test_ansible_host_source(tmp_path, case):
     node = {"id": "x1", "name": "n1", "status": "online", **case["node"]}
-    _, inv = run(tmp_path, FakeClient([node]), ansible_host_source=case["source"])
+    inv = run(tmp_path, FakeClient([node]), ansible_host_source=case["source"])
     assert hostvars(inv, "n1").get("ansible_host") == case["expected"]
 
 
 def test_empty_cluster_still_has_the_groups(tmp_path):
-    _, inv = run(tmp_path, FakeClient([]))
+    inv = run(tmp_path, FakeClient([]))
     for group in (
         "hostmesh_online",
         "hostmesh_offline",
@@ -187,7 +187,7 @@ def test_empty_cluster_still_has_the_groups(tmp_path):
 
 
 def test_node_without_name_uses_id_and_without_status_is_unknown(tmp_path):
-    _, inv = run(tmp_path, FakeClient([{"id": "abc", "api_endpoint": "http://192.0.2.1:8080"}]))
+    inv = run(tmp_path, FakeClient([{"id": "abc", "api_endpoint": "http://192.0.2.1:8080"}]))
     assert hostvars(inv, "abc")["hostmesh_status"] == "unknown"
     assert group_hosts(inv, "hostmesh_unknown") == ["abc"]
     assert group_hosts(inv, "hostmesh_secondary") == ["abc"]
@@ -198,7 +198,7 @@ def test_duplicate_names_keep_the_first(tmp_path):
         {"id": "1", "name": "twin", "status": "online"},
         {"id": "2", "name": "twin", "status": "offline"},
     ]
-    _, inv = run(tmp_path, FakeClient(nodes))
+    inv = run(tmp_path, FakeClient(nodes))
     assert hostvars(inv, "twin")["hostmesh_node_id"] == "1"
     assert group_hosts(inv, "hostmesh_offline") == []
 
@@ -219,7 +219,7 @@ def test_api_values_are_never_templated(tmp_path):
         }
     ]
     # compose touches the values: a template inside them must stay text
-    _, inv = run(
+    inv = run(
         tmp_path,
         FakeClient(nodes),
         compose={"label_copy": "hostmesh_labels[0]", "version_copy": "hostmesh_version"},
@@ -235,7 +235,7 @@ def test_api_values_are_never_templated(tmp_path):
 
 
 def test_statuses_filter(tmp_path):
-    _, inv = run(tmp_path, FakeClient(load("hostmesh_nodes.json")), statuses=["online", "offline"])
+    inv = run(tmp_path, FakeClient(load("hostmesh_nodes.json")), statuses=["online", "offline"])
     assert sorted(inv.hosts) == ["node1", "node2"]
     assert group_hosts(inv, "hostmesh_unreachable") == []
 
@@ -258,7 +258,7 @@ def test_statuses_filter(tmp_path):
     ],
 )
 def test_filters(tmp_path, filters, expected):
-    _, inv = run(tmp_path, FakeClient(load("hostmesh_nodes.json")), filters=filters)
+    inv = run(tmp_path, FakeClient(load("hostmesh_nodes.json")), filters=filters)
     assert sorted(inv.hosts) == expected
 
 
@@ -281,7 +281,7 @@ def test_bad_filters(tmp_path, filters, message):
 
 
 def test_compose_groups_keyed_groups(tmp_path):
-    _, inv = run(
+    inv = run(
         tmp_path,
         FakeClient(load("hostmesh_nodes.json")),
         compose={"ansible_port": "2222", "mesh_url": "'http://' ~ ansible_host ~ ':8000'"},
@@ -307,7 +307,7 @@ def test_strict_reports_bad_compose(tmp_path):
             strict=True,
             compose={"x": "no_such_var + 1"},
         )
-    _, inv = run(
+    inv = run(
         tmp_path,
         FakeClient(load("hostmesh_nodes.json")),
         strict=False,
@@ -317,7 +317,7 @@ def test_strict_reports_bad_compose(tmp_path):
 
 
 def test_label_group_prefix(tmp_path):
-    _, inv = run(tmp_path, FakeClient(load("hostmesh_nodes.json")), label_group_prefix="label_")
+    inv = run(tmp_path, FakeClient(load("hostmesh_nodes.json")), label_group_prefix="label_")
     assert group_hosts(inv, "label_edge") == ["node1"]
     assert "hostmesh_label_edge" not in inv.groups
 
@@ -394,7 +394,7 @@ def test_cache_is_used_and_holds_no_secret(tmp_path):
     assert TOKEN not in text and "must-never-leak" not in text and "api_key" not in text
     # warm cache: the primary is not asked again
     client2 = FakeClient(error=AssertionError("must not be called"))
-    _, inv = run(tmp_path, client2, token=TOKEN, **cache_options(tmp_path))
+    inv = run(tmp_path, client2, token=TOKEN, **cache_options(tmp_path))
     assert client2.calls == 0
     assert group_hosts(inv, "hostmesh_online") == ["primary"]
 
@@ -402,10 +402,10 @@ def test_cache_is_used_and_holds_no_secret(tmp_path):
 def test_cache_refresh_asks_the_primary(tmp_path):
     run(tmp_path, FakeClient(load("hostmesh_nodes.json")), **cache_options(tmp_path))
     fresh = FakeClient(load("hostmesh_nodes.json")[:1])
-    _, inv = run(tmp_path, fresh, flush=True, **cache_options(tmp_path))  # --flush-cache
+    inv = run(tmp_path, fresh, flush=True, **cache_options(tmp_path))  # --flush-cache
     assert fresh.calls == 1 and sorted(inv.hosts) == ["node1"]
     # and the refreshed list is what the cache now holds
-    _, inv = run(tmp_path, FakeClient(error=AssertionError("no call")), **cache_options(tmp_path))
+    inv = run(tmp_path, FakeClient(error=AssertionError("no call")), **cache_options(tmp_path))
     assert sorted(inv.hosts) == ["node1"]
 
 
@@ -416,7 +416,7 @@ def test_cache_stands_in_for_an_unreachable_primary(tmp_path, capsys):
             "cannot reach the hostmesh API at x: timed out; check that", url="x"
         )
     )
-    _, inv = run(tmp_path, down, flush=True, **cache_options(tmp_path))
+    inv = run(tmp_path, down, flush=True, **cache_options(tmp_path))
     assert down.calls == 1
     assert sorted(inv.hosts) == ["node1", "node2", "node3"]
     assert "cached node list" in capsys.readouterr().err
@@ -425,7 +425,7 @@ def test_cache_stands_in_for_an_unreachable_primary(tmp_path, capsys):
 def test_cache_key_depends_on_url(tmp_path):
     run(tmp_path, FakeClient(load("hostmesh_nodes.json")), **cache_options(tmp_path))
     other = FakeClient(load("selfhostly_nodes.json"))
-    _, inv = run(tmp_path, other, url="http://10.231.1.12:8080", **cache_options(tmp_path))
+    inv = run(tmp_path, other, url="http://10.231.1.12:8080", **cache_options(tmp_path))
     assert other.calls == 1 and sorted(inv.hosts) == ["primary", "worker-1"]
 
 
