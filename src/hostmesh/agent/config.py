@@ -50,6 +50,7 @@ class Config:
     data_dir: Path
     database_path: Path
     primary_url: str | None = None
+    previous_api_key: str | None = None  # secondary: proves the old key when rotating
     registration_token: str | None = None  # secondary: what it sends
     registration_token_hashes: list[str] = field(default_factory=list)  # primary: accepted
     admin_token_hashes: list[str] = field(default_factory=list)
@@ -261,6 +262,12 @@ def load(env: dict[str, str]) -> Config:
         if problem:
             raise ConfigError(f"NODE_API_KEY {problem}")
 
+    previous_key = (env.get("NODE_API_KEY_PREVIOUS") or "").strip() or None
+    if previous_key:
+        problem = security.key_problem(previous_key)
+        if problem:
+            raise ConfigError(f"NODE_API_KEY_PREVIOUS {problem}")
+
     endpoint = (env.get("NODE_API_ENDPOINT") or "").strip()
     if endpoint:
         endpoint = _url(endpoint, "NODE_API_ENDPOINT")
@@ -326,6 +333,7 @@ def load(env: dict[str, str]) -> Config:
         data_dir=data_dir,
         database_path=database_path,
         primary_url=primary_url,
+        previous_api_key=previous_key,
         registration_token=registration_token,
         registration_token_hashes=_hashes(env, "REGISTRATION_TOKEN", "REGISTRATION_TOKEN_SHA256")
         if is_primary else [],

@@ -43,6 +43,13 @@ class Secondary:
             Credentials(node_id=cfg.node_id, node_api_key=cfg.api_key),
             timeout=cfg.heartbeat_timeout,
         )
+        # registration proves the node's current key in X-Node-API-Key: the previous key
+        # while a rotation is under way (the body carries the new one), else the key itself
+        self.register_client = AgentClient(
+            cfg.primary_url,
+            Credentials(node_id=cfg.node_id, node_api_key=cfg.previous_api_key or cfg.api_key),
+            timeout=cfg.heartbeat_timeout,
+        )
         self.primary_file = cfg.data_dir / PRIMARY_FILE
         self._load_primary()
 
@@ -90,7 +97,7 @@ class Secondary:
             log.info("attempting auto-registration primary_url=%s attempt=%d",
                      self.cfg.primary_url, attempt)
             try:
-                status, answer = await asyncio.to_thread(self.client.register,
+                status, answer = await asyncio.to_thread(self.register_client.register,
                                                          self.registration_body())
             except HostmeshAPIError as exc:
                 delay = retry_delay(attempt, self.cfg.registration_retry_initial,

@@ -350,3 +350,34 @@ def test_secondary_outlives_the_primary(cluster):
     assert nodes_by_name(primary)["patient"]["status"] == "online"
     for secret in (node.env["NODE_API_KEY"], REGISTRATION_TOKEN):
         assert secret not in node.log() and secret not in primary.log()
+
+
+def test_secondary_rotates_its_own_key_with_the_previous_one(cluster):
+    from agent_harness import node_key
+
+    from hostmesh.client import AgentClient, AuthRejected, Credentials
+
+    primary = cluster.primary(KEY_GRACE_SECONDS="1")
+    node = cluster.secondary(primary, "selfrot", STARTUP_HEARTBEAT_DELAY="0.2")
+    wait_for(lambda: "startup heartbeat sent" in node.log(), 5, what="registered")
+    node.stop()
+    old, new = node.env["NODE_API_KEY"], node_key("selfrot-new")
+    # a new key alone is refused (the token does not let anyone change a node's key) ...
+    node.env["NODE_API_KEY"] = new
+    node.start()
+    wait_for(lambda: "current key" in node.log(), 5, what="refused rotation")
+    node.stop()
+    # ... with the previous key as proof it is accepted
+    node.env["NODE_API_KEY_PREVIOUS"] = old
+    node.start()
+    wait_for(lambda: node.log().count("startup heartbeat sent") == 2, 5, what="rotated")
+    time.sleep(1.2)  # past the grace period: only the new key works
+    node_id = node.node_id()
+    AgentClient(primary.url, Credentials(node_id=node_id, node_api_key=new)).heartbeat(node_id)
+    try:
+        AgentClient(primary.url, Credentials(node_id=node_id, node_api_key=old)) \
+            .heartbeat(node_id)
+        raise AssertionError("the old key still works after the grace period")
+    except AuthRejected:
+        pass
+    assert old not in node.log() and new not in node.log() and new not in primary.log()
