@@ -1,0 +1,89 @@
+"""A whole-site lab for benchmarks and failure drills.
+
+Builds on scripts/lab.py: starts a `Lab` and writes an inventory for it that
+is the embedded lab inventory (inventory/lab/group_vars) with this lab's
+container names and addresses, so site.yml runs on it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lab import Lab  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+
+
+def write_inventory(lab: Lab, dest: Path) -> Path:
+    """Write `dest/hosts.yml` + `dest/group_vars` for `lab`; return `dest`.
+
+    The first node is the primary, the others secondaries, as in inventory/lab.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / "inventory" / "lab" / "group_vars", dest / "group_vars",
+                    dirs_exist_ok=True)
+
+    def host(node: str) -> dict:
+        address = lab.address(node)
+        return {"ansible_host": lab.container(node), "hostmesh_public_ip": address,
+                "wireguard_endpoint": address}
+
+    primary, *secondaries = lab.nodes
+    inventory = {"hostmesh_nodes": {"children": {
+        "hostmesh_primary": {"hosts": {primary: host(primary)}},
+        "hostmesh_secondary": {"hosts": {n: host(n) for n in secondaries}},
+    }}}
+    # JSON is YAML: no PyYAML needed before the venv exists.
+    (dest / "hosts.yml").write_text(json.dumps(inventory, indent=2) + "\n")
+    return dest
+
+
+def ansible_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    env["ANSIBLE_FORCE_COLOR"] = "false"
+    env.update(extra)
+    return env
+
+
+def run_playbook(inventory: Path, playbook: str, *args: str, env: dict | None = None,
+                 check: bool = True) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ansible-playbook from the repo root; return (process, seconds)."""
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), playbook, *args]
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env or ansible_env(), capture_output=True,
+                          text=True)
+    elapsed = time.monotonic() - started
+    if check and proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+        )
+    return proc, elapsed
+
+
+def recap(stdout: str) -> dict[str, dict[str, int]]:
+    """Parse PLAY RECAP lines: host -> {ok, changed, unreachable, failed, ...}."""
+    hosts: dict[str, dict[str, int]] = {}
+    in_recap = False
+    for line in stdout.splitlines():
+        if line.startswith("PLAY RECAP"):
+            in_recap = True
+            continue
+        if in_recap and ":" in line and "=" in line:
+            name, _, rest = line.partition(":")
+            counts = {}
+            for field in rest.split():
+                key, _, value = field.partition("=")
+                if value.isdigit():
+                    counts[key] = int(value)
+            hosts[name.strip()] = counts
+    return hosts
