@@ -191,7 +191,7 @@ def test_ping_every_online_node_in_the_lab(lab):
     cfg, token = lab["cfg"], lab["token"]
     names = [container(n) for n in NODES]
     wait_statuses(cfg, token, dict.fromkeys(names, "online"))
-    data = inventory_list(lab["by_ip"], ansible_env(token))
+    data = wait_statuses(lab["by_ip"], token, dict.fromkeys(names, "online"))
     hv = data["_meta"]["hostvars"]
     assert {h: hv[container(h)]["ansible_host"] for h in NODES} == NODES
     assert group_hosts(data, "hostmesh_primary") == [container("node1")]
