@@ -169,8 +169,8 @@ def wait_statuses(cfg: Path, token: str, want: dict[str, str], timeout: float = 
     while time.monotonic() < deadline:
         try:
             data = inventory_list(cfg, ansible_env(token))
-        except AssertionError:
-            data = {}
+        except AssertionError as exc:  # e.g. the primary still starting: keep the reason
+            data = {"error": str(exc)[-1500:]}
         hv = data.get("_meta", {}).get("hostvars", {})
         if all(hv.get(h, {}).get("hostmesh_status") == s for h, s in want.items()):
             return data
