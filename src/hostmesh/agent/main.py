@@ -49,7 +49,7 @@ def load_environment(env_file: str | None) -> tuple[dict[str, str], list[str]]:
 
 
 def summary(cfg: Config) -> str:
-    return (f"role={cfg.role} node={cfg.node_name} id={cfg.node_id} "
+    return (f"role={cfg.role} node={cfg.node_name} id={cfg.node_id or '(generated at start)'} "
             f"listen={cfg.host}:{cfg.port} endpoint={cfg.api_endpoint} "
             + (f"database={cfg.database_path} " if cfg.is_primary else
                f"primary_url={cfg.primary_url} ")

@@ -80,7 +80,9 @@ class Secondary:
     def registration_body(self) -> dict:
         body = {"id": self.cfg.node_id, "name": self.cfg.node_name,
                 "api_endpoint": self.cfg.api_endpoint, "api_key": self.cfg.api_key,
-                "version": __version__, "labels": self.cfg.labels}
+                "version": __version__}
+        if self.cfg.labels:  # else labels set by an admin survive re-registration
+            body["labels"] = self.cfg.labels
         if self.cfg.registration_token:
             body["token"] = self.cfg.registration_token
         if self.cfg.wireguard_ip:

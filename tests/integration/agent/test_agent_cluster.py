@@ -381,3 +381,20 @@ def test_secondary_rotates_its_own_key_with_the_previous_one(cluster):
     except AuthRejected:
         pass
     assert old not in node.log() and new not in node.log() and new not in primary.log()
+
+
+def test_labels_set_by_an_admin_survive_a_restart(cluster):
+    primary = cluster.primary()
+    plain = cluster.secondary(primary, "plain", STARTUP_HEARTBEAT_DELAY="0.2")
+    labelled = cluster.secondary(primary, "labelled", NODE_LABELS="zone=eu,gpu",
+                                 NODE_WIREGUARD_IP="10.50.0.7", STARTUP_HEARTBEAT_DELAY="0.2")
+    wait_for(lambda: "startup heartbeat sent" in plain.log()
+             and "startup heartbeat sent" in labelled.log(), 5, what="both registered")
+    nodes = nodes_by_name(primary)
+    assert nodes["labelled"]["labels"] == {"zone": "eu", "gpu": "true"}
+    assert nodes["labelled"]["wireguard_ip"] == "10.50.0.7"
+    primary.admin().update_node(nodes["plain"]["id"], {"labels": {"role": "db"}})
+    plain.stop()
+    plain.start()
+    wait_for(lambda: plain.log().count("startup heartbeat sent") == 2, 5, what="restarted")
+    assert nodes_by_name(primary)["plain"]["labels"] == {"role": "db"}
