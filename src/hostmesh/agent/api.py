@@ -77,6 +77,12 @@ def parse_json(raw: bytes | bytearray, required: bool) -> dict:
     return body
 
 
+def loggable(text: str, limit: int = 200) -> str:
+    """A request-controlled string made safe for a key=value log line (no newline/space)."""
+    escaped = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return escaped.replace(" ", "%20").replace('"', "%22")[:limit]
+
+
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -112,8 +118,9 @@ class AgentAPI:
     @staticmethod
     def deny_raw(method: str, path: str, client: str, reason: str,
                  node: str | None = None) -> ApiError:
-        log.warning("auth rejected method=%s path=%s client=%s%s reason=%s", method, path,
-                    client, f" node={node}" if node else "", reason.replace(" ", "_"))
+        log.warning("auth rejected method=%s path=%s client=%s%s reason=%s", method,
+                    loggable(path), client, f" node={node}" if node else "",
+                    reason.replace(" ", "_"))
         return ApiError(401, "authentication required: " + reason.replace("_", " "),
                         {"WWW-Authenticate": 'Bearer realm="hostmesh"'})
 
@@ -427,7 +434,7 @@ def build_app(api: AgentAPI, background=None) -> Starlette:
 
     async def on_crash(request: Request, exc: Exception) -> Response:
         log.error("internal error method=%s path=%s error=%s", request.method,
-                  request.url.path, type(exc).__name__)
+                  loggable(request.url.path), type(exc).__name__)
         return error(500, "internal error; see the agent's log")
 
     @asynccontextmanager
@@ -463,7 +470,7 @@ class HeartbeatFastPath:
                     status, payload, headers = await self.api.heartbeat_asgi(node_id, scope,
                                                                               receive)
                 except Exception as exc:  # noqa: BLE001 - answered like the crash handler
-                    log.error("internal error method=POST path=%s error=%s", path,
+                    log.error("internal error method=POST path=%s error=%s", loggable(path),
                               type(exc).__name__)
                     status, payload, headers = 500, {"error": "internal error; see the "
                                                               "agent's log"}, {}

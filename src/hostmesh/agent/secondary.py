@@ -30,7 +30,7 @@ def retry_delay(attempt: int, initial: float, cap: float) -> float:
 
 
 def _reason(exc: HostmeshAPIError) -> str:
-    text = str(exc)
+    text = " ".join(str(exc).split())[:300]  # one line, whatever the server answered
     return '"' + text.replace('"', "'") + '"'
 
 

@@ -238,3 +238,12 @@ def test_heartbeat_fast_path_errors_match_the_app(primary):
     # not the fast path's business: nested paths and other methods
     assert primary.post("/api/nodes/a/b/heartbeat", headers=node).status_code == 404
     assert primary.get("/api/nodes/sec/heartbeat", headers=node).status_code == 405
+
+
+def test_log_lines_cannot_be_forged_through_the_path(primary, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="hostmesh.agent"):
+        primary.get("/api/nodes/x%0Aauth%20rejected%20fake=1", headers={"Authorization": "x"})
+    lines = [r.getMessage() for r in caplog.records if "auth rejected" in r.getMessage()]
+    assert lines and all("\n" not in line and " fake=1" not in line for line in lines)
