@@ -118,36 +118,39 @@ def package_hash(packages: list[str] | None = None) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
 
-def image_tag(packages: list[str] | None = None) -> str:
-    return f"{IMAGE_REPO}:pkgs-{package_hash(packages)}"
+def image_tag(packages: list[str] | None = None, repo: str = IMAGE_REPO) -> str:
+    return f"{repo}:pkgs-{package_hash(packages)}"
 
 
 def image_exists(ref: str) -> bool:
     return _run(["docker", "image", "inspect", ref], check=False).returncode == 0
 
 
-def ensure_image(force: bool = False, quiet: bool = False) -> str:
+def ensure_image(force: bool = False, quiet: bool = False, repo: str = IMAGE_REPO) -> str:
     """Build the base image unless the one for the current package list exists.
 
-    Returns the image reference (``hostmesh-node:latest``).
+    Returns the image reference (``<repo>:latest``, by default
+    ``hostmesh-node:latest``). Another ``repo`` builds a separate image (bench).
     """
     docker_available()
-    tag = image_tag()
+    image = f"{repo}:latest"
+    tag = image_tag(repo=repo)
     if not force and image_exists(tag):
-        latest_id = _out(["docker", "image", "inspect", "-f", "{{.Id}}", IMAGE], check=False)
+        latest_id = _out(["docker", "image", "inspect", "-f", "{{.Id}}", image], check=False)
         tag_id = _out(["docker", "image", "inspect", "-f", "{{.Id}}", tag])
         if latest_id != tag_id:
-            _run(["docker", "tag", tag, IMAGE])
+            _run(["docker", "tag", tag, image])
         if not quiet:
-            print(f"image {IMAGE} is up to date ({tag})")
-        return IMAGE
+            print(f"image {image} is up to date ({tag})")
+        return image
     if os.geteuid() != 0:
         raise LabError("building the base image needs root (debootstrap); run it as root")
     if shutil.which("debootstrap") is None:
         raise LabError("debootstrap is missing; run scripts/setup-host.sh (as root)")
     started = time.monotonic()
-    print(f"building {IMAGE} ({tag}) with debootstrap {SUITE} minbase ...", flush=True)
-    with tempfile.TemporaryDirectory(prefix="hostmesh-rootfs-") as tmp:
+    print(f"building {image} ({tag}) with debootstrap {SUITE} minbase ...", flush=True)
+    tmp_parent = os.environ.get("HOSTMESH_BUILD_DIR") or None
+    with tempfile.TemporaryDirectory(prefix="hostmesh-rootfs-", dir=tmp_parent) as tmp:
         rootfs = os.path.join(tmp, "rootfs")
         proc = subprocess.run(
             ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
@@ -172,9 +175,9 @@ def ensure_image(force: bool = False, quiet: bool = False) -> str:
         tar.wait()
         if imp.returncode != 0 or tar.returncode != 0:
             raise LabError(f"docker import failed: {imp.stderr.decode(errors='replace')}")
-    _run(["docker", "tag", tag, IMAGE])
-    print(f"built {IMAGE} ({tag}) in {time.monotonic() - started:.1f}s", flush=True)
-    return IMAGE
+    _run(["docker", "tag", tag, image])
+    print(f"built {image} ({tag}) in {time.monotonic() - started:.1f}s", flush=True)
+    return image
 
 
 def _tune_rootfs(rootfs: str) -> None:
