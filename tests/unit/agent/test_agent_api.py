@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
-from starlette.testclient import TestClient
+
+with warnings.catch_warnings():
+    # Starlette 1.x prefers httpx2 for its TestClient; httpx is what the dev venv has
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 from hostmesh.agent import config
 from hostmesh.agent.api import AgentAPI, build_app
