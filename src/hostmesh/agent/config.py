@@ -114,9 +114,9 @@ def read_env_file(path: str | Path) -> dict[str, str]:
 
 
 def env_file_mode_warning(path: str | Path) -> str | None:
-    """A warning when the env file is readable by group/others (it holds secrets)."""
+    """A warning when others may read the env file, or its group write it (secrets)."""
     mode = stat.S_IMODE(os.stat(path).st_mode)
-    if mode & 0o077:
+    if mode & 0o027:  # 0640 with the agent's group is a fair setup; 0644 is not
         return f"env file {path} has mode {mode:04o}; run chmod 600 {path} (it holds secrets)"
     return None
 

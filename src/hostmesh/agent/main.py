@@ -26,12 +26,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and exit")
 
 
-def load_environment(env_file: str | None) -> tuple[dict[str, str], list[str]]:
-    """Merge the env file (if any) under the process environment; returns (env, warnings)."""
+def load_environment(env_file: str | None,
+                     notes: list[str] | None = None) -> tuple[dict[str, str], list[str]]:
+    """Merge the env file (if any) under the process environment; returns (env, warnings).
+
+    Informational messages are appended to `notes` when given."""
     warnings: list[str] = []
+    notes = notes if notes is not None else []
     path = env_file
     if path is None and os.path.exists(config_mod.DEFAULT_ENV_FILE):
-        path = config_mod.DEFAULT_ENV_FILE
+        if os.access(config_mod.DEFAULT_ENV_FILE, os.R_OK):
+            path = config_mod.DEFAULT_ENV_FILE
+        else:
+            # under systemd, EnvironmentFile= (read as root) already supplied it
+            notes.append(f"env file {config_mod.DEFAULT_ENV_FILE} is not readable by this "
+                         "user; using the process environment (systemd EnvironmentFile=)")
     values: dict[str, str] = {}
     if path is not None:
         try:
@@ -68,11 +77,14 @@ def setup_logging(level: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        env, warnings = load_environment(args.env_file)
+        notes: list[str] = []
+        env, warnings = load_environment(args.env_file, notes)
         cfg = config_mod.load(env)
         setup_logging(cfg.log_level)
         for warning in warnings:
             log.warning("%s", warning)
+        for note in notes:
+            log.info("%s", note)
         if args.check_config:
             print(summary(cfg))
             return 0
