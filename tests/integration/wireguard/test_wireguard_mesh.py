@@ -79,9 +79,11 @@ class Mesh:
             )
         )
 
-    def converge(self, *args: str, expect_rc: int = 0) -> tuple[str, dict]:
+    def converge(
+        self, *args: str, expect_rc: int = 0, playbook: str = PLAYBOOK
+    ) -> tuple[str, dict]:
         proc = subprocess.run(  # noqa: PLW1510 (return code checked below)
-            [ANSIBLE_PLAYBOOK, "-i", str(self.inv / "hosts.yml"), PLAYBOOK, *args],
+            [ANSIBLE_PLAYBOOK, "-i", str(self.inv / "hosts.yml"), playbook, *args],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -206,9 +208,24 @@ def test_add_node3_idempotency(mesh):
 
 def test_limit_keeps_every_peer(mesh):
     keys = {n: mesh.pubkey(n) for n in NODES}
-    out, recap = mesh.converge("--limit", "node2")
+    # a later play reads every node's wireguard_mesh_address, as node_agent/traefik do
+    playbook = mesh.inv / "limit.yml"
+    playbook.write_text(
+        f"- ansible.builtin.import_playbook: {PLAYBOOK}\n"
+        "- name: Read the mesh addresses\n"
+        "  hosts: hostmesh_nodes\n"
+        "  gather_facts: false\n"
+        "  tasks:\n"
+        "    - name: Show them\n"
+        "      ansible.builtin.debug:\n"
+        "        msg: \"MESH={{ groups['hostmesh_nodes'] | sort"
+        " | map('extract', hostvars, 'wireguard_mesh_address') | join(',') }}\"\n"
+    )
+    out, recap = mesh.converge("--limit", "node2", playbook=str(playbook))
     assert set(recap) == {"node2"} and no_changes(recap), out[-3000:]
     assert mesh.peers("node2") == {keys["node1"], keys["node3"]}
+    expected = ",".join(mesh.address(n) for n in NODES)
+    assert f"MESH={expected}" in out
 
 
 def test_limit_without_record_reads_keys_by_delegation(mesh):
