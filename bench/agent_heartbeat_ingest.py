@@ -124,6 +124,65 @@ def baseline(wrk: str, tmp: Path, nodes: list, args) -> tuple[float, float, floa
         proc.wait(10)
 
 
+def app_cost(nodes: list[tuple[str, str]], tmp: Path, calls: int = 5000) -> tuple[float, float]:
+    """Microseconds per heartbeat spent in the agent's ASGI app vs the bare handler,
+    called in-process without any network or HTTP parsing (best of 3 batches): what
+    the agent's auth and bookkeeping cost, whatever the machine's load does to wrk."""
+    import importlib.util
+
+    from hostmesh.agent import config
+    from hostmesh.agent.server import build
+
+    cfg = config.finish(config.load({
+        "NODE_IS_PRIMARY": "true", "NODE_NAME": "cost", "DATA_DIR": str(tmp / "cost"),
+        "ADMIN_TOKEN": ADMIN, "HEALTH_CHECK_INTERVAL": "3600"}))
+    api, agent_app = build(cfg)
+    for node_id, key in nodes:
+        api.registry.insert_node({"id": node_id, "name": node_id,
+                                  "api_endpoint": "http://127.0.0.1:9"}, key)
+    spec = importlib.util.spec_from_file_location("baseline_app", tmp / "baseline_app.py")
+    base = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(base)
+
+    async def call(app, i: int) -> None:
+        node_id, key = nodes[i % len(nodes)]
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": f"/api/nodes/{node_id}/heartbeat",
+                 "raw_path": b"", "root_path": "", "query_string": b"",
+                 "headers": [(b"x-node-id", node_id.encode()), (b"x-node-api-key", key.encode()),
+                             (b"content-type", b"application/json"), (b"content-length", b"2")],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        messages = [{"type": "http.request", "body": b"{}", "more_body": False}]
+        sent = []
+
+        async def receive():
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        await app(scope, receive, send)
+        if sent[0]["status"] != 200:
+            raise RuntimeError(f"in-process heartbeat answered {sent[0]['status']}")
+
+    async def measure(app) -> float:
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            for i in range(calls):
+                await call(app, i)
+            best = min(best, (time.perf_counter() - started) / calls * 1e6)
+        return best
+
+    async def both() -> tuple[float, float]:
+        return await measure(agent_app), await measure(base.app)
+
+    try:
+        return asyncio.run(both())
+    finally:
+        api.registry.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
@@ -253,6 +312,9 @@ def main() -> int:
                 print(f"baseline_bare_starlette_sqlite_rate: {b_rate:.0f} req/s")
                 print(f"baseline_bare_starlette_sqlite_p99_latency: {b_p99:.2f} ms")
                 print(f"agent_heartbeat_rate_vs_baseline: {100 * rate / b_rate:.0f} %")
+                agent_us, base_us = app_cost(nodes, tmp)
+                print(f"agent_heartbeat_app_cost: {agent_us:.0f} us")
+                print(f"baseline_bare_starlette_sqlite_app_cost: {base_us:.0f} us")
         else:
             done, errors, lat = asyncio.run(python_load(url, nodes, args.duration,
                                                         args.connections))

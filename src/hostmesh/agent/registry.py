@@ -60,6 +60,8 @@ PUBLIC_FIELDS = (
     "version",
 )
 _SELECT = ", ".join(PUBLIC_FIELDS)
+_HEARTBEAT = ("UPDATE nodes SET status='online', consecutive_failures=0, last_seen=? "
+              "WHERE id=? AND is_primary=0")
 
 
 class RegistryError(Exception):
@@ -99,6 +101,7 @@ class KeyState:
 class Registry:
     def __init__(self, path: Path):
         self.path = path
+        self._keys: dict[str, KeyState] = {}
         try:
             # one thread at a time uses it (the event loop), though not always the thread
             # that opened it (tests, servers that start the loop elsewhere)
@@ -166,10 +169,17 @@ class Registry:
         return self._public(row) if row else None
 
     def key_state(self, node_id: str) -> KeyState | None:
-        row = self.db.execute(
-            "SELECT key_hash, prev_key_hash, prev_key_expires FROM nodes WHERE id=?", (node_id,)
-        ).fetchone()
-        return KeyState(*row) if row else None
+        # cached for existing nodes only (heartbeats are the hot path); every write that
+        # changes a key or removes a node drops the entry, so a miss just reads again
+        state = self._keys.get(node_id)
+        if state is None:
+            row = self.db.execute(
+                "SELECT key_hash, prev_key_hash, prev_key_expires FROM nodes WHERE id=?",
+                (node_id,)).fetchone()
+            if row is None:
+                return None
+            state = self._keys[node_id] = KeyState(*row)
+        return state
 
     def id_by_name(self, name: str) -> str | None:
         row = self.db.execute("SELECT id FROM nodes WHERE name=?", (name,)).fetchone()
@@ -190,6 +200,7 @@ class Registry:
     def upsert_self(self, node_id: str, name: str, endpoint: str, key: str, version: str,
                     wireguard_ip: str | None, public_ip: str | None, labels: dict) -> None:
         """Write the primary's own row from its configuration (always online)."""
+        self._keys.clear()
         now = time.time()
         with self._tx():
             # a node that used to hold our name (or an old primary row) gives way
@@ -246,6 +257,7 @@ class Registry:
                 sets.append("labels=?")
                 args.append(json.dumps(fields["labels"] or {}, sort_keys=True))
             if new_key is not None:
+                self._keys.pop(node_id, None)
                 new_hash = security.sha256_hex(new_key)
                 if new_hash != state.key_hash:
                     sets += ["key_hash=?", "prev_key_hash=?", "prev_key_expires=?"]
@@ -256,10 +268,14 @@ class Registry:
             sets.append("updated_at=?")
             args.append(now)
             self.db.execute(f"UPDATE nodes SET {', '.join(sets)} WHERE id=?", (*args, node_id))
+        self._keys.pop(node_id, None)
         return self.get_node(node_id)
 
     def heartbeat(self, node_id: str, fields: dict) -> None:
         now = time.time()
+        if not fields:
+            self.db.execute(_HEARTBEAT, (now, node_id))
+            return
         sets = ["status='online'", "consecutive_failures=0", "last_seen=?"]
         args: list = [now]
         for key in ("version", "wireguard_ip", "public_ip"):
@@ -291,6 +307,7 @@ class Registry:
         return status, failures
 
     def delete_node(self, node_id: str) -> bool:
+        self._keys.pop(node_id, None)
         cur = self.db.execute("DELETE FROM nodes WHERE id=? AND is_primary=0", (node_id,))
         return cur.rowcount > 0
 
