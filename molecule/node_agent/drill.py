@@ -103,7 +103,7 @@ def main() -> int:
 
     watcher = Watcher(state)
     watcher.start()
-    rc, text2, secs = playbook([*common, "../../playbooks/rotate_keys.yml"], logdir / "rotate.log")
+    rc, _text, secs = playbook([*common, "../../playbooks/rotate_keys.yml"], logdir / "rotate.log")
     time.sleep(2)
     watcher.stop = True
     watcher.join()

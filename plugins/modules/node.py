@@ -10,14 +10,14 @@ module: node
 short_description: Register, update or remove a node through the hostmesh primary's admin API
 version_added: 0.1.0
 description:
-  - The manual path next to auto-registration: creates a node record on the primary
+  - The manual path next to auto-registration. Creates a node record on the primary
     (C(POST /api/nodes)), updates the fields that differ (C(PUT /api/nodes/{id})) or
     removes it (C(DELETE /api/nodes/{id})), with the admin token.
-  - Idempotent: compares the node's current record with the wanted fields and changes
+  - Idempotent. Compares the node's current record with the wanted fields and changes
     only what differs. The primary never returns keys, so an existing node's key is sent
     only with O(update_key=always) (how C(rotate_keys.yml) rotates a key; the primary
     keeps accepting the previous key for its C(KEY_GRACE_SECONDS)).
-  - Runs on the controller (C(delegate_to: localhost)) and needs the C(hostmesh) Python
+  - Runs on the controller (C(delegate_to=localhost)) and needs the C(hostmesh) Python
     package there (C(pip install) of the collection's own directory).
 author:
   - hostmesh developers
