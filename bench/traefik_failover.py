@@ -29,10 +29,17 @@ def main() -> int:
     parser.add_argument("--interval", default="2s", help="health-check interval")
     parser.add_argument("--kill-at", type=float, default=3.0, help="kill node1's backend at (s)")
     parser.add_argument("--restart-at", type=float, default=12.0, help="restart it at (s)")
+    parser.add_argument(
+        "--no-status-failover",
+        action="store_true",
+        help="health checks only (no failover.errors), to compare",
+    )
     args = parser.parse_args()
+    status = () if args.no_status_failover else ("502-504",)
+    prefix = "traefik_failover_hc_only" if args.no_status_failover else "traefik_failover"
 
     with tempfile.TemporaryDirectory(prefix="hostmesh-bench-") as tmp:
-        cluster = Cluster(Path(tmp), interval=args.interval)
+        cluster = Cluster(Path(tmp), interval=args.interval, failover_status=status)
         try:
             cluster.start()
             url = cluster.nodes["node1"].url()
@@ -67,20 +74,21 @@ def main() -> int:
 
     failed = [r for r in results if r[1] != 200]
     window = [r for r in results if killed_at <= r[0] < restarted_at]
-    # Seconds from the kill until every later request (before the restart) came from a peer.
-    last_local = max((r[0] for r in window if r[2] == "node1"), default=killed_at)
+    # Seconds from the kill until every later request (before the restart) was
+    # answered by the peer: the last failed or local answer marks the end.
+    last_local = max((r[0] for r in window if r[1] != 200 or r[2] != "node3"), default=killed_at)
     to_peer = last_local - killed_at
     after = [r for r in results if r[0] >= restarted_at]
     first_local = next((r[0] for r in after if r[2] == "node1"), None)
-    print(f"traefik_failover_requests: {len(results)} requests")
-    print(f"traefik_failover_rate: {len(results) / args.duration:.1f} req/s")
-    print(f"traefik_failover_failed: {len(failed)} requests")
-    print(f"traefik_failover_seconds_to_peer: {to_peer:.3f} s")
-    print(f"traefik_failover_served_by_peer: {sum(1 for r in window if r[2] == 'node3')} requests")
+    print(f"{prefix}_requests: {len(results)} requests")
+    print(f"{prefix}_rate: {len(results) / args.duration:.1f} req/s")
+    print(f"{prefix}_failed: {len(failed)} requests")
+    print(f"{prefix}_seconds_to_peer: {to_peer:.3f} s")
+    print(f"{prefix}_served_by_peer: {sum(1 for r in window if r[2] == 'node3')} requests")
     if first_local is None:
         print("traefik_failover_seconds_back_to_local: never s")
     else:
-        print(f"traefik_failover_seconds_back_to_local: {first_local - restarted_at:.3f} s")
+        print(f"{prefix}_seconds_back_to_local: {first_local - restarted_at:.3f} s")
     for t, status, body in failed[:5]:
         print(f"# failed at {t:.3f}s: {status} {body[:100]}", file=sys.stderr)
     return 0

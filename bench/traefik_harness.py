@@ -141,7 +141,9 @@ class Node:
             "log": {"level": "INFO", "format": "json"},
         }
 
-    def write_dynamic(self, services: dict, mesh: dict, interval: str = "2s") -> dict:
+    def write_dynamic(
+        self, services: dict, mesh: dict, interval: str = "2s", failover_status=("502-504",)
+    ) -> dict:
         config = build_dynamic_config(
             services,
             self.name,
@@ -150,6 +152,7 @@ class Node:
             health_interval=interval,
             health_timeout="1s",
             local_address=self.address,
+            failover_status=failover_status,
         )
         write_atomic(str(self.dynamic_file), render(config))
         return config
@@ -206,8 +209,9 @@ class Node:
 class Cluster:
     """Three Traefik nodes; whoami runs on node1 and node3, as in the lab."""
 
-    def __init__(self, workdir: Path, interval: str = "2s"):
+    def __init__(self, workdir: Path, interval: str = "2s", failover_status=("502-504",)):
         self.interval = interval
+        self.failover_status = failover_status
         self.addresses = {f"node{i}": f"127.6.0.{10 + i}" for i in (1, 2, 3)}
         self.services = {
             "whoami": {
@@ -224,7 +228,7 @@ class Cluster:
         for backend in self.backends.values():
             backend.start()
         for node in self.nodes.values():
-            node.write_dynamic(self.services, self.addresses, self.interval)
+            node.write_dynamic(self.services, self.addresses, self.interval, self.failover_status)
             node.start()
         for name, node in self.nodes.items():
             expected = {"whoami-web", "whoami-websecure"}
