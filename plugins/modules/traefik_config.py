@@ -31,14 +31,17 @@ description:
     up again until their next health probe.
   - Runs on the node under its system Python; needs only the standard library.
 author:
-  - hostmesh developers
+  - hostmesh developers (@hostmesh)
 extends_documentation_fragment:
   - ansible.builtin.files
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: posix
 options:
   path:
     description:
@@ -62,7 +65,7 @@ options:
   services:
     description:
       - The service registry, in the format of C(hostmesh_services) (see the collection's
-        DESIGN, "Inventory contract"): per service C(hosts), C(port), C(nodes), C(health_path),
+        DESIGN, "Inventory contract"); per service C(hosts), C(port), C(nodes), C(health_path),
         optional C(protocol) (V(http) or V(tcp)), C(entry_port) (tcp), C(rule) and
         C(middlewares).
       - Mutually exclusive with O(config).
