@@ -19,7 +19,7 @@ description:
   - Private and preshared keys are never returned; the diff shows them as C(<hidden>).
   - Stands alone (Python standard library only).
 author:
-  - hostmesh contributors
+  - hostmesh contributors (@hostmesh)
 options:
   path:
     description: The configuration file, for example C(/etc/wireguard/wg0.conf).
@@ -77,8 +77,10 @@ options:
         type: int
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details:
       - Key values are replaced by C(<hidden>) in the diff.

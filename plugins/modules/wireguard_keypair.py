@@ -19,7 +19,7 @@ description:
   - Stands alone (Python standard library only), so it runs under the node's system Python
     without C(wg) or any extra library.
 author:
-  - hostmesh contributors
+  - hostmesh contributors (@hostmesh)
 options:
   path:
     description:
@@ -51,8 +51,10 @@ options:
     version_added: "0.1.0"
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details:
       - The diff shows whether the key exists and its public key, never the key itself.
