@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -542,3 +543,63 @@ def test_real_traefik_keeps_serving_when_an_invalid_config_is_refused(cluster, t
     assert node.dynamic_file.read_bytes() == before
     status, body = get(node.url())
     assert status == 200 and body.strip() in {"node1", "node3"}
+
+
+def test_real_traefik_forwards_a_tcp_service_to_a_healthy_peer(tmp_path):
+    import socket
+    import threading
+
+    from traefik_harness import get, traefik_binary, wait_port
+
+    backend = socket.socket()
+    backend.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    backend.bind(("127.6.0.21", 16380))
+    backend.listen()
+
+    def serve():
+        while True:
+            try:
+                conn, _ = backend.accept()
+            except OSError:
+                return
+            conn.sendall(b"hello from node1\n")
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    services = {
+        "redis": {"protocol": "tcp", "entry_port": 16379, "port": 16380, "nodes": ["node1"]}
+    }
+    mesh = {"node1": "127.6.0.21", "node2": "127.6.0.22"}
+    config = build_dynamic_config(services, "node2", mesh, health_interval="1s")
+    (tmp_path / "dyn").mkdir()
+    (tmp_path / "dyn" / "hostmesh.yml").write_text(render(config))
+    static = {
+        "entryPoints": {
+            "tcp-16379": {"address": "127.6.0.22:16379"},
+            "traefik": {"address": "127.6.0.22:18090"},
+        },
+        "providers": {"file": {"directory": str(tmp_path / "dyn")}},
+        "api": {"insecure": True},
+    }
+    (tmp_path / "traefik.yml").write_text(json.dumps(static))
+    proc = subprocess.Popen(
+        [traefik_binary(), f"--configfile={tmp_path / 'traefik.yml'}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port("127.6.0.22", 18090)
+        for _ in range(100):  # the file provider loads shortly after the API is up
+            status, body = get("http://127.6.0.22:18090/api/tcp/services/redis@file", host="x")
+            if status == 200:
+                break
+            time.sleep(0.1)
+        assert status == 200, body
+        service = json.loads(body)
+        assert service["status"] == "enabled" and not service.get("error")
+        with socket.create_connection(("127.6.0.22", 16379), timeout=5) as conn:
+            assert conn.recv(100) == b"hello from node1\n"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        backend.close()
