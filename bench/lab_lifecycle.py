@@ -4,7 +4,9 @@
 Prints `name: value unit` lines. The cold build goes into a separate image
 (hostmesh-bench-node) so the lab's own image is never rebuilt under running
 tests; set BENCH_IMAGE_BUILD=0 to skip it (it takes about a minute). The lab
-runs on the foundation's own network (hostmesh-found, 10.231.9.0/24).
+runs on the foundation's own network (hostmesh-found, 10.231.9.0/24). Then
+molecule's default scenario is created (with prepare) and destroyed
+(BENCH_MOLECULE=0 skips it).
 """
 
 from __future__ import annotations
@@ -51,6 +53,18 @@ def main() -> int:
         print(f"lab_up_again: {timed(the_lab.up):.2f} s")
     finally:
         print(f"lab_down_3_nodes: {timed(the_lab.down):.2f} s")
+
+    if os.environ.get("BENCH_MOLECULE", "1") != "0":
+        env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+
+        def molecule(action: str) -> None:
+            subprocess.run(["molecule", action, "-s", "default"], cwd=ROOT, env=env,
+                           capture_output=True, check=True)
+
+        try:
+            print(f"molecule_default_create: {timed(molecule, 'create'):.1f} s")
+        finally:
+            print(f"molecule_default_destroy: {timed(molecule, 'destroy'):.1f} s")
     return 0
 
 
