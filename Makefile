@@ -55,8 +55,9 @@ demo: lab-up
 # other non-zero exit (no `-` prefix, no `|| true`).
 test: setup image test-unit test-molecule
 
+PYTEST_ARGS ?= tests/
 test-unit:
-	pytest tests/
+	pytest $(PYTEST_ARGS)
 
 test-molecule:
 	@failed=(); for s in $(SCENARIOS); do \
