@@ -53,7 +53,11 @@ demo: lab-up
 
 # pytest exits 5 when it collected no test: that fails `make test` like any
 # other non-zero exit (no `-` prefix, no `|| true`).
-test: setup image test-unit test-molecule
+# Every part runs even when an earlier one failed; the target fails if any did.
+test: setup image
+	@rc=0; for t in test-unit test-molecule; do \
+	  $(MAKE) --no-print-directory $$t || { echo "== make $$t FAILED"; rc=1; }; \
+	done; exit $$rc
 
 PYTEST_ARGS ?= tests/
 test-unit:
@@ -67,7 +71,10 @@ test-molecule:
 	done; \
 	if [ $${#failed[@]} -gt 0 ]; then echo "molecule scenarios failed: $${failed[*]}"; exit 1; fi
 
-lint: setup lint-ruff lint-ansible sanity
+lint: setup
+	@rc=0; for t in lint-ruff lint-ansible sanity; do \
+	  $(MAKE) --no-print-directory $$t || { echo "== make $$t FAILED"; rc=1; }; \
+	done; exit $$rc
 
 lint-ruff:
 	ruff check .
@@ -77,10 +84,10 @@ lint-ansible:
 
 # ansible-test wants the collection under ansible_collections/<ns>/<name>,
 # as a git checkout; it copies the tracked (and new, not ignored) files.
-sanity: setup
+sanity:
 	@$(PYTHON) $(ROOT)/scripts/sanity.py --dest $(SANITY_DIR) --get-pip $(GET_PIP_STANDIN)
 
-bench: setup
+bench: setup image
 	@$(PYTHON) $(ROOT)/scripts/run_bench.py
 
 clean:
