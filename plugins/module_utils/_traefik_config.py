@@ -181,7 +181,7 @@ def _check_url(url):
 def _check_address(address):
     if not isinstance(address, str) or ":" not in address:
         return f"address {address!r} must be host:port"
-    host, _, port = address.rpartition(":")
+    host, port = address.rsplit(":", 1)
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -481,7 +481,7 @@ def build_dynamic_config(
     to local backends only, so a request hops at most once.
     """
     services = services or {}
-    errors, _warnings = validate_registry(services, mesh_addresses)
+    errors = validate_registry(services, mesh_addresses)[0]
     if node not in mesh_addresses:
         errors.append(
             "node {!r} is not in the inventory's node list ({})".format(

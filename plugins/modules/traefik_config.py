@@ -253,7 +253,7 @@ def _build(params):
         return params["config"], []
     if not params["node"]:
         raise ConfigError(["node is required with services"])
-    _errors, warnings = validate_registry(params["services"], params["nodes"])
+    warnings = validate_registry(params["services"], params["nodes"])[1]
     config = build_dynamic_config(
         params["services"],
         params["node"],
