@@ -69,7 +69,7 @@ def dependencies(root: Path) -> list[str]:
     text = (root / "pyproject.toml").read_text(encoding="utf-8")
     if tomllib is not None:
         return list(tomllib.loads(text).get("project", {}).get("dependencies", []))
-    m = re.search(r"^dependencies\s*=\s*\[(.*?)\]", text, re.S | re.M)
+    m = re.search(r"^dependencies\s*=\s*\[(.*?)\]", text, re.DOTALL | re.MULTILINE)
     return re.findall(r"\"([^\"]+)\"", m.group(1)) if m else []
 
 
@@ -123,8 +123,19 @@ def download_deps(deps: list[str], versions: list[str], dest: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="hostmesh-deps-", dir=dest.parent) as tmp:
         for version in versions or [f"{sys.version_info[0]}.{sys.version_info[1]}"]:
             run(
-                [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-                 "--python-version", version, "--dest", tmp, *deps],
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--only-binary=:all:",
+                    "--python-version",
+                    version,
+                    "--dest",
+                    tmp,
+                    *deps,
+                ],
                 f"downloading the agent's dependencies for Python {version} ({', '.join(deps)}); "
                 "if this controller has no access to a package index, build a wheelhouse "
                 "elsewhere and set node_agent_wheelhouse",
@@ -172,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", required=True, help="collection root (pyproject.toml, src/)")
     parser.add_argument("--cache", required=True, help="controller-side cache directory")
     parser.add_argument("--wheelhouse", default="", help="use this prebuilt wheelhouse")
-    parser.add_argument("--python-version", action="append", default=[],
-                        help="node Python version X.Y (repeatable)")
+    parser.add_argument(
+        "--python-version", action="append", default=[], help="node Python version X.Y (repeatable)"
+    )
     args = parser.parse_args(argv)
     cache = Path(args.cache).expanduser().resolve()
     out = cache / "ship"
@@ -220,11 +232,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"failed": True, "msg": str(exc)}))
         return 1
     wheel = next(w.name for w in wheels if w.name.startswith("hostmesh-"))
-    print(json.dumps({
-        "changed": changed, "dir": str(out), "wheel": wheel,
-        "version": wheel.split("-")[1], "msg": msg,
-        "files": sorted(w.name for w in wheels),
-    }))
+    print(
+        json.dumps(
+            {
+                "changed": changed,
+                "dir": str(out),
+                "wheel": wheel,
+                "version": wheel.split("-")[1],
+                "msg": msg,
+                "files": sorted(w.name for w in wheels),
+            }
+        )
+    )
     return 0
 
 
