@@ -194,6 +194,15 @@ records:
   type: list
   elements: dict
   sample: []
+diff:
+  description:
+    - The owned records before and after, one line per record (C(before), C(after) and headers);
+      returned also without C(--diff).
+  returned: success
+  type: dict
+  sample:
+    before: "example.org A 203.0.113.10 ttl=300 proxied=false comment=hostmesh:prod:node1\n"
+    after: "example.org A 203.0.113.99 ttl=300 proxied=false comment=hostmesh:prod:node1\n"
 api_calls:
   description: Requests made to the API, C(reads) and C(writes) (at most one write per run).
   returned: success
@@ -264,9 +273,9 @@ def main():
         "deleted": result.deleted,
         "records": result.records,
         "api_calls": result.api_calls,
+        # Always returned (no secret in it) so `register` users can read it; shown with --diff.
+        "diff": result.diff,
     }
-    if module._diff:
-        out["diff"] = result.diff
     module.exit_json(**out)
 
 

@@ -69,6 +69,20 @@ def test_present_then_idempotent(cf, capsys):
     assert res["diff"]["before"] == res["diff"]["after"]
 
 
+def test_removed_node_loses_exactly_its_records(cf, capsys):
+    cf.seed([{"type": "A", "name": TEST_ZONE, "content": "198.51.100.1", "ttl": 300,
+              "comment": "hostmesh:other:node2"}])
+    run_module(base(cf), capsys)
+    rc, res = run_module(base(cf, nodes={"node1": NODES["node1"]}), capsys)
+    assert rc == 0 and res["changed"] and not res["created"] and not res["updated"]
+    assert {d["comment"] for d in res["deleted"]} == {"hostmesh:lab:node2"}
+    assert len(res["deleted"]) == 4  # A + AAAA under both names
+    assert sorted(r["comment"] for r in cf.records()) == [
+        "hostmesh:lab:node1", "hostmesh:lab:node1", "hostmesh:other:node2"]
+    rc, res = run_module(base(cf, nodes={"node1": NODES["node1"]}), capsys)
+    assert rc == 0 and not res["changed"]
+
+
 def test_check_mode_and_diff(cf, capsys):
     rc, res = run_module(base(cf), capsys, check=True, diff=True)
     assert rc == 0 and res["changed"] and res["api_calls"]["writes"] == 0
