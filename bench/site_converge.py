@@ -18,11 +18,14 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from lab import Lab, ensure_image  # noqa: E402
-from sitelab import ansible_env, recap, run_playbook, write_inventory  # noqa: E402
+from lab import Lab, ensure_image
+from sitelab import ansible_env, recap, run_playbook, write_inventory
 
-PROFILE = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
-           "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "5", "PROFILE_TASKS_SORT_ORDER": "descending"}
+PROFILE = {
+    "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
+    "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "5",
+    "PROFILE_TASKS_SORT_ORDER": "descending",
+}
 PROFILE_LINE = re.compile(r"^(?P<task>.+?) -+ (?P<secs>[0-9.]+)s$")
 
 
@@ -47,10 +50,12 @@ def calibration_playbook(path: Path) -> Path:
         name: dbus
         state: started
 """)
-    path.write_text("---\n- name: Calibration\n  hosts: hostmesh_nodes\n  gather_facts: false\n"
-                    "  tasks:\n    - name: Calibration root\n      ansible.builtin.file:\n"
-                    "        path: /var/tmp/calibration\n        state: directory\n"
-                    "        mode: \"0755\"\n" + "".join(tasks))
+    path.write_text(
+        "---\n- name: Calibration\n  hosts: hostmesh_nodes\n  gather_facts: false\n"
+        "  tasks:\n    - name: Calibration root\n      ansible.builtin.file:\n"
+        "        path: /var/tmp/calibration\n        state: directory\n"
+        '        mode: "0755"\n' + "".join(tasks)
+    )
     return path
 
 

@@ -1,0 +1,321 @@
+"""site.yml end to end on a 3-node lab, then failure drills.
+
+One lab (drill-node1..3 on hostmesh-drill, 10.231.6.0/24) converged once by
+the real site.yml; the tests run in file order against it, each drill
+restoring the cluster before the next:
+
+- converge, second run changed=0, --check --diff changed=0;
+- the dynamic inventory from the primary lists every node online, and
+  `ansible hostmesh_online -m ping` reaches them through it;
+- whoami.lab.test answered through each node by a node that runs it;
+- a killed secondary goes offline in the dynamic inventory while requests
+  keep succeeding; started again it is online and serving;
+- the primary restarted: no registration lost, Traefik served throughout;
+- a node cut from the mesh is routed around.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "scripts"))
+from lab import Lab
+from sitelab import VENV_BIN, ansible_env, recap, run_playbook, write_inventory
+
+LAB = Lab(prefix="drill-", network="hostmesh-drill", subnet="10.231.6.0/24")
+SERVICE_HOST = "whoami.lab.test"
+RUNS_WHOAMI = {"node1", "node3"}  # inventory/lab/group_vars/hostmesh_nodes/main.yml
+# Lab agent settings (node_agent.yml): checks every 10 s, offline after 3 failures.
+DETECTION_SECONDS = 90
+
+
+@dataclass
+class Site:
+    inventory: Path
+    first_run: subprocess.CompletedProcess
+    cfg: Path = field(default=None)
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        check=False, args=["docker", *args], capture_output=True, text=True, timeout=180
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)}: {proc.stderr.strip()}")
+    return proc
+
+
+def on_node(node: str, *cmd: str) -> str:
+    return docker("exec", LAB.container(node), *cmd).stdout.strip()
+
+
+def get(node: str, timeout: float = 3.0) -> tuple[int, str]:
+    """GET / for whoami.lab.test on `node`'s public entrypoint: (status, body)."""
+    conn = http.client.HTTPConnection(LAB.address(node), 80, timeout=timeout)
+    try:
+        conn.request("GET", "/", headers={"Host": SERVICE_HOST})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode().strip()
+    except OSError as exc:
+        return 0, f"{type(exc).__name__}: {exc}"
+    finally:
+        conn.close()
+
+
+class Hammer:
+    """Bounded request loop against some nodes, in a thread, ~20 requests/s."""
+
+    def __init__(self, nodes: list[str], interval: float = 0.05, limit_seconds: float = 300):
+        self.nodes, self.interval, self.limit = nodes, interval, limit_seconds
+        self.results: list[tuple[str, int, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        i = 0
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            node = self.nodes[i % len(self.nodes)]
+            status, body = get(node)
+            self.results.append((node, status, body))
+            i += 1
+            time.sleep(self.interval)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    @property
+    def failures(self) -> list[tuple[str, int, str]]:
+        return [r for r in self.results if r[1] != 200]
+
+
+def inventory_groups(cfg: Path) -> dict[str, list[str]]:
+    """ansible-inventory --list from the dynamic inventory: group -> hosts."""
+    groups = registered(cfg)
+    assert groups is not None, f"ansible-inventory -i {cfg} failed or listed no node"
+    return groups
+
+
+def registered(cfg: Path) -> dict[str, list[str]] | None:
+    """The dynamic inventory's groups, or None while the primary does not answer."""
+    proc = subprocess.run(
+        check=False,
+        args=[str(VENV_BIN / "ansible-inventory"), "-i", str(cfg), "--list"],
+        cwd=ROOT,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if proc.returncode != 0:
+        return None
+    data = json.loads(proc.stdout)
+    groups = {g: v.get("hosts", []) for g, v in data.items() if isinstance(v, dict)}
+    nodes = groups.get("hostmesh_primary", []) + groups.get("hostmesh_secondary", [])
+    return groups if nodes else None
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 2.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def node_status(cfg: Path, node: str) -> str | None:
+    groups = inventory_groups(cfg)
+    for status in ("online", "offline", "unreachable"):
+        if node in groups.get(f"hostmesh_{status}", []):
+            return status
+    return None
+
+
+def start_node(node: str) -> None:
+    docker("start", LAB.container(node))
+    assert LAB.wait_systemd(node, 180) in ("running", "degraded")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Site:
+    LAB.down()
+    LAB.up()
+    inventory = write_inventory(LAB, tmp_path_factory.mktemp("drill") / "inventory")
+    state = inventory / ".hostmesh"
+    try:
+        first, _ = run_playbook(inventory, "site.yml", check=False)
+        assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
+        cfg = inventory.parent / "drill.hostmesh.yml"
+        # The token stays in the lab's secret store; the config only points at it.
+        cfg.write_text(
+            "plugin: hostmesh.cluster.nodes\n"
+            f"url: http://{LAB.address('node1')}:8080\n"
+            f"token: \"{{{{ lookup('ansible.builtin.file', '{state}/secrets/admin_token') }}}}\"\n"
+            "compose:\n"
+            "  ansible_connection: \"'docker'\"\n"
+            f"  ansible_host: \"'{LAB.prefix}' ~ inventory_hostname\"\n"
+        )
+        yield Site(inventory, first, cfg)
+    finally:
+        subprocess.run(
+            check=False,
+            args=[
+                str(VENV_BIN / "python"),
+                "-m",
+                "tests.cloudflare_server",
+                "--stop",
+                "--pid-file",
+                str(state / "cloudflare-api.pid"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=30,
+        )
+        LAB.down()
+
+
+def test_site_converges_every_node(site):
+    counts = recap(site.first_run.stdout)
+    assert set(counts) >= {"node1", "node2", "node3"}
+    assert all(c.get("failed", 0) == 0 and c.get("unreachable", 0) == 0 for c in counts.values())
+    assert "3 node(s) registered" in site.first_run.stdout
+
+
+def test_second_run_changes_nothing(site):
+    proc, _ = run_playbook(site.inventory, "site.yml")
+    changed = {h: c["changed"] for h, c in recap(proc.stdout).items() if c.get("changed")}
+    assert changed == {}, proc.stdout[-4000:]
+
+
+def test_check_diff_reports_nothing(site):
+    proc, _ = run_playbook(site.inventory, "site.yml", "--check", "--diff")
+    changed = {h: c["changed"] for h, c in recap(proc.stdout).items() if c.get("changed")}
+    assert changed == {}, proc.stdout[-4000:]
+
+
+def test_dynamic_inventory_lists_every_node_online(site):
+    groups = inventory_groups(site.cfg)
+    assert sorted(groups["hostmesh_online"]) == ["node1", "node2", "node3"]
+    assert groups["hostmesh_primary"] == ["node1"]
+    proc = subprocess.run(
+        check=False,
+        args=[
+            str(VENV_BIN / "ansible"),
+            "-i",
+            str(site.cfg),
+            "hostmesh_online",
+            "-m",
+            "ansible.builtin.ping",
+            "-o",
+        ],
+        cwd=ROOT,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("SUCCESS") == 3
+
+
+def test_every_node_serves_the_service(site):
+    for node in LAB.nodes:
+        status, body = get(node)
+        assert status == 200, (node, body)
+        if node in RUNS_WHOAMI:
+            assert body == node  # served locally
+        else:
+            assert body in RUNS_WHOAMI  # forwarded over the mesh to a node that runs it
+
+
+def test_killed_secondary_goes_offline_while_traffic_continues(site):
+    docker("kill", LAB.container("node3"))
+    try:
+        with Hammer(["node1", "node2"]) as hammer:
+            wait_for(
+                lambda: node_status(site.cfg, "node3") == "offline",
+                DETECTION_SECONDS,
+                "node3 offline in the dynamic inventory",
+            )
+            time.sleep(3)
+        assert hammer.results and not hammer.failures, hammer.failures[:5]
+        # Once node3 is known down, node2 only forwards to node1.
+        tail = [body for node, _, body in hammer.results[-20:] if node == "node2"]
+        assert tail and set(tail) == {"node1"}
+    finally:
+        start_node("node3")
+    wait_for(lambda: node_status(site.cfg, "node3") == "online", 60, "node3 online again")
+    wait_for(
+        lambda: "node3" in {get("node2")[1] for _ in range(10)},
+        60,
+        "node2 forwarding to node3 again",
+    )
+
+
+def test_primary_restart_keeps_registrations_and_traffic(site):
+    before = inventory_groups(site.cfg)
+    with Hammer(["node2", "node3"]) as hammer:
+        docker("restart", LAB.container("node1"))
+        assert LAB.wait_systemd("node1", 180) in ("running", "degraded")
+        groups = wait_for(lambda: registered(site.cfg), 90, "the primary answering again")
+    assert hammer.results and not hammer.failures, hammer.failures[:5]
+    assert groups["hostmesh_primary"] + sorted(groups["hostmesh_secondary"]) == [
+        "node1",
+        "node2",
+        "node3",
+    ]
+    assert sorted(groups["hostmesh_online"]) == sorted(before["hostmesh_online"])
+
+
+def test_node_cut_from_mesh_is_routed_around(site):
+    on_node("node3", "systemctl", "stop", "wg-quick@wg0.service")
+    try:
+        time.sleep(6)  # a few of Traefik's 2 s health checks
+        with Hammer(["node2"], limit_seconds=10) as hammer:
+            time.sleep(5)
+        assert hammer.results and not hammer.failures, hammer.failures[:5]
+        assert {body for _, _, body in hammer.results} == {"node1"}
+    finally:
+        on_node("node3", "systemctl", "start", "wg-quick@wg0.service")
+    wait_for(
+        lambda: "node3" in {get("node2")[1] for _ in range(10)},
+        60,
+        "node2 forwarding to node3 again",
+    )
+
+
+def test_no_secret_in_the_site_output(site):
+    secrets_dir = site.inventory / ".hostmesh" / "secrets"
+    values = [
+        p.read_text().strip()
+        for p in secrets_dir.iterdir()
+        if p.is_file() and not p.read_text().startswith("$ANSIBLE_VAULT")
+    ]
+    assert values
+    leaked = [v[:4] + "..." for v in values if v and v in site.first_run.stdout]
+    assert leaked == []
+    for f in secrets_dir.iterdir():
+        assert oct(f.stat().st_mode & 0o777) == "0o600", f
+    assert os.stat(secrets_dir).st_mode & 0o077 == 0
