@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build (or reuse) the wheelhouse of the Cloudflare SDK that the ddns role ships to nodes.
 
 Runs on the controller. For each node target ``X.Y:machine`` (Python version and
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             reqs = extra_requirements(Path(args.source).resolve())
             key = hashlib.sha256(json.dumps(reqs).encode()).hexdigest()[:12]
             for target in sorted(set(args.target)):
-                version, _, machine = target.partition(":")
+                version, _sep, machine = target.partition(":")
                 if not version or not machine:
                     raise BuildError(f"target {target!r} must be X.Y:machine")
                 dest = cache / f"{version}-{machine}-{key}"

@@ -142,9 +142,9 @@ class Plan:
         return bool(self.creates or self.updates or self.deletes)
 
     def diff(self, zone: str, cluster: str) -> dict[str, str]:
-        before = sorted([r.line() for r in self.unchanged] + [b.line() for b, _ in self.updates]
+        before = sorted([r.line() for r in self.unchanged] + [b.line() for b, _after in self.updates]
                         + [r.line() for r in self.deletes])
-        after = sorted([r.line() for r in self.unchanged] + [a.line() for _, a in self.updates]
+        after = sorted([r.line() for r in self.unchanged] + [a.line() for _before, a in self.updates]
                        + [r.line() for r in self.creates])
         header = f"cloudflare:{zone} records owned by hostmesh:{cluster}"
         return {
@@ -466,7 +466,7 @@ def _translate(exc, doing: str, zone: str, batch: bool) -> DNSError:
     for err in body.get("errors") or []:
         if isinstance(err, dict):
             errors.append((err.get("code"), str(err.get("message", ""))))
-    codes = {c for c, _ in errors}
+    codes = {c for c, _msg in errors}
     detail = "; ".join(f"{c} {m}".strip() for c, m in errors) or f"HTTP {status}"
     nothing = " Nothing was applied." if batch else ""
     if status == 429:
