@@ -45,10 +45,24 @@ def _answers(listen: str) -> bool:
         return False
 
 
+def _recorded_pid_alive(pid_file: str | None) -> bool:
+    try:
+        os.kill(int(Path(pid_file).read_text()), 0)
+    except (TypeError, OSError, ValueError):
+        return False
+    return True
+
+
 def _daemon(args, argv: list[str]) -> int:
     if _answers(args.listen):
-        print("running")
-        return 0
+        if _recorded_pid_alive(args.pid_file):
+            print("running")
+            return 0
+        # Another lab's server (other token, other records) holds the address.
+        print(f"cloudflare_server: another server already answers on {args.listen}, not the one "
+              f"recorded in {args.pid_file}; stop it (python -m tests.cloudflare_server --stop "
+              "--pid-file <its pid file>) or listen elsewhere", file=sys.stderr)
+        return 1
     child = [a for a in argv if a != "--daemon"]
     log = open(args.log_file or os.devnull, "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen([sys.executable, "-m", "tests.cloudflare_server", *child], cwd=REPO,
