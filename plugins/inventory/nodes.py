@@ -141,11 +141,12 @@ seealso:
 """
 
 EXAMPLES = r"""
+---
 # inventory/prod.hostmesh.yml -- every node, reached over the WireGuard mesh
 plugin: hostmesh.cluster.nodes
 url: https://hostmesh.example.org
 # token from the environment: export HOSTMESH_ADMIN_TOKEN=...
-
+---
 # Only the healthy nodes, reached at their public address; token read from the
 # controller-side secret store written by the hostmesh.cluster.secret module
 plugin: hostmesh.cluster.nodes
@@ -153,7 +154,7 @@ url: http://10.231.1.11:8080
 token: "{{ lookup('ansible.builtin.file', 'inventory/lab/.hostmesh/secrets/admin_token') }}"
 statuses: [online]
 ansible_host_source: public_ip
-
+---
 # Read-only access with a node's own credentials (also works against Selfhostly)
 plugin: hostmesh.cluster.nodes
 url: http://10.231.1.11:8080
@@ -161,7 +162,7 @@ node_id: 7f9c2b4e-0d1a-4c55-9a57-3c1e2f0b8d61
 node_api_key: !vault |
   $ANSIBLE_VAULT;1.1;AES256
   6638...
-
+---
 # Constructed groups and variables, filters and a cache
 plugin: hostmesh.cluster.nodes
 url: http://10.231.1.11:8080
