@@ -97,3 +97,14 @@ def recap(stdout: str) -> dict[str, dict[str, int]]:
                     counts[key] = int(value)
             hosts[name.strip()] = counts
     return hosts
+
+
+def changed_tasks(stdout: str) -> list[str]:
+    """`task name [host]` for every task that reported a change."""
+    found, task = [], ""
+    for line in stdout.splitlines():
+        if line.startswith("TASK ["):
+            task = line[len("TASK [") : line.rfind("]")]
+        elif line.startswith("changed: ["):
+            found.append(f"{task} [{line[len('changed: [') :].split(']')[0]}]")
+    return found
