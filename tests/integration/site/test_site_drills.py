@@ -175,7 +175,7 @@ def site(tmp_path_factory) -> Site:
             f"token: \"{{{{ lookup('ansible.builtin.file', '{state}/secrets/admin_token') }}}}\"\n"
             "compose:\n"
             "  ansible_connection: \"'docker'\"\n"
-            f"  ansible_host: \"'{LAB.prefix}' ~ inventory_hostname\"\n"
+            f"  ansible_host: \"'{LAB.prefix}' ~ hostmesh_name\"\n"
         )
         yield Site(inventory, first, cfg)
     finally:
@@ -228,7 +228,6 @@ def test_dynamic_inventory_lists_every_node_online(site):
             "hostmesh_online",
             "-m",
             "ansible.builtin.ping",
-            "-o",
         ],
         cwd=ROOT,
         env=ansible_env(),
