@@ -38,18 +38,23 @@ image: setup
 lab-up: image
 	@$(LAB) up
 
+# The lab's state goes with it (secrets, mesh record, DNS records, the local
+# Cloudflare API server); the wheel caches under inventory/lab/.hostmesh stay.
 lab-down:
 	@$(LAB) down
+	@if [ -x $(PYTHON) ]; then $(PYTHON) -m tests.cloudflare_server --stop \
+	  --pid-file inventory/lab/.hostmesh/cloudflare-api.pid >/dev/null; fi
+	@rm -rf inventory/lab/.hostmesh/secrets inventory/lab/.hostmesh/wireguard.json \
+	  inventory/lab/.hostmesh/cloudflare-api.* inventory/lab.hostmesh.yml
 
 lab-status:
 	@$(LAB) status
 
+# After site.yml: the dynamic inventory from the primary (written to
+# inventory/lab.hostmesh.yml), whoami.lab.test through each node, the DNS records.
 demo: lab-up
 	ansible-playbook -i inventory/lab site.yml
-	@echo
-	@echo "== the hostmesh lab =="
-	@ansible-inventory -i inventory/lab --graph
-	@$(LAB) status
+	@$(PYTHON) $(ROOT)/scripts/demo_show.py
 
 # pytest exits 5 when it collected no test: that fails `make test` like any
 # other non-zero exit (no `-` prefix, no `|| true`).
