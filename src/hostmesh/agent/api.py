@@ -94,7 +94,7 @@ def client_address(request: Request) -> str:
 
 def bearer(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
+    scheme, _sep, value = auth.partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
@@ -472,8 +472,8 @@ class HeartbeatFastPath:
             node_id = path[len("/api/nodes/"):-len("/heartbeat")]
             if node_id and "/" not in node_id:
                 try:
-                    status, payload, headers = await self.api.heartbeat_asgi(node_id, scope,
-                                                                              receive)
+                    status, payload, headers = await self.api.heartbeat_asgi(
+                        node_id, scope, receive)
                 except Exception as exc:  # noqa: BLE001 - answered like the crash handler
                     log.error("internal error method=POST path=%s error=%s", loggable(path),
                               type(exc).__name__)

@@ -69,7 +69,7 @@ async def _probe(endpoint: str, node_id: str, headers: dict[str, str],
             raw += chunk
     finally:
         writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
+    head, _sep, body = raw.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     fields = status_line.split(" ", 2)
     if len(fields) < 2 or not fields[0].startswith("HTTP/"):
@@ -93,7 +93,7 @@ async def _probe(endpoint: str, node_id: str, headers: dict[str, str],
 def _dechunk(body: bytes) -> bytes:
     out = b""
     while body:
-        size_line, _, rest = body.partition(b"\r\n")
+        size_line, _sep, rest = body.partition(b"\r\n")
         size = int(size_line.split(b";")[0] or b"0", 16)
         if size == 0:
             break

@@ -121,7 +121,9 @@ def document(role: str = "primary") -> dict:
             "responses": {"200": _resp("statistics", "Stats"), **_errors(401, 404)}}},
     }
     if role == "primary":
-        body = lambda name: {"required": True, "content": _json(name)}
+        def body(name: str) -> dict:
+            return {"required": True, "content": _json(name)}
+
         paths.update({
             "/api/nodes/register": {"post": {
                 "summary": "auto-registration (token or invite; re-registration proves the key)",
@@ -133,11 +135,12 @@ def document(role: str = "primary") -> dict:
             "/api/nodes": {
                 "get": {"summary": "all nodes (never a key)", "operationId": "listNodes",
                         "security": _ADMIN,
-                        "responses": {"200": {"description": "nodes", "content": {
-                            "application/json": {"schema": {
-                                "type": "array",
-                                "items": {"$ref": "#/components/schemas/Node"}}}}},
-                                      **_errors(401)}},
+                        "responses": {
+                            "200": {"description": "nodes", "content": {
+                                "application/json": {"schema": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/Node"}}}}},
+                            **_errors(401)}},
                 "post": {"summary": "manual registration", "operationId": "createNode",
                          "security": _ADMIN, "requestBody": body("CreateInput"),
                          "responses": {"201": _resp("created", "Node"),

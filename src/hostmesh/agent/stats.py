@@ -32,7 +32,7 @@ class SystemStats:
     def memory(self) -> dict:
         info = {}
         for line in self._read("meminfo").splitlines():
-            key, _, rest = line.partition(":")
+            key, _sep, rest = line.partition(":")
             parts = rest.split()
             if parts:
                 info[key] = int(parts[0]) * 1024
