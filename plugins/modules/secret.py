@@ -25,15 +25,19 @@ description:
     in C(-vvv) logs or in diffs (diffs only say whether the secret exists).
   - Runs on the controller only, through its action plugin; no managed host is contacted.
 author:
-  - hostmesh developers
+  - hostmesh developers (@hostmesh)
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: In check mode a missing secret is generated but not stored.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode).
     support: full
     details: The diff describes presence and pending previous values, never a value.
   platform:
+    description: Target OS/families that can be operated against.
+    support: full
     platforms: posix
 options:
   name:

@@ -17,7 +17,8 @@ description:
   - Turn Mitogen off with E(HOSTMESH_MITOGEN=0), or pick another strategy
     (C(--strategy), E(ANSIBLE_STRATEGY)=V(ansible.builtin.linear)).
 version_added: 0.1.0
-author: hostmesh developers
+author:
+  - hostmesh developers (@hostmesh)
 """
 
 import os
