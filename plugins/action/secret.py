@@ -16,21 +16,11 @@ from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.parsing.vault import VaultLib, match_encrypt_secret
 from ansible.plugins.action import ActionBase
 from ansible_collections.hostmesh.cluster.plugins.module_utils._secret import (
+    ARGUMENT_SPEC,
+    MUTUALLY_EXCLUSIVE,
     SecretError,
     SecretStore,
 )
-
-ARGUMENT_SPEC = {
-    "name": {"type": "str", "required": True},
-    "dir": {"type": "path"},
-    "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
-    "rotate": {"type": "bool", "default": False},
-    "value": {"type": "str", "no_log": True},
-    "forget_previous": {"type": "bool", "default": False},
-    "length": {"type": "int", "default": 32},
-    "encrypt": {"type": "bool"},
-    "vault_id": {"type": "str"},
-}
 
 
 class ActionModule(ActionBase):
@@ -43,7 +33,7 @@ class ActionModule(ActionBase):
         del tmp
         validation, args = self.validate_argument_spec(
             argument_spec=ARGUMENT_SPEC,
-            mutually_exclusive=[("rotate", "value")],
+            mutually_exclusive=MUTUALLY_EXCLUSIVE,
         )
         del validation
         if args["length"] < 16 or args["length"] > 1024:

@@ -25,6 +25,22 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 VAULT_HEADER = "$ANSIBLE_VAULT"
 
 
+# The options of hostmesh.cluster.secret, shared by its action plugin (the
+# normal path, with vault) and its module (the fallback without vault).
+ARGUMENT_SPEC = {
+    "name": {"type": "str", "required": True},
+    "dir": {"type": "path"},
+    "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+    "rotate": {"type": "bool", "default": False},
+    "value": {"type": "str", "no_log": True},
+    "forget_previous": {"type": "bool", "default": False},
+    "length": {"type": "int", "default": 32},
+    "encrypt": {"type": "bool"},
+    "vault_id": {"type": "str"},
+}
+MUTUALLY_EXCLUSIVE = [("rotate", "value")]
+
+
 class SecretError(Exception):
     """A clear, user-facing error (never carries a secret value)."""
 

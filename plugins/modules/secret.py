@@ -165,6 +165,8 @@ encrypted:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.hostmesh.cluster.plugins.module_utils._secret import (
+    ARGUMENT_SPEC,
+    MUTUALLY_EXCLUSIVE,
     SecretError,
     SecretStore,
 )
@@ -174,18 +176,8 @@ def main():
     # Reached only when the action plugin is bypassed (for example run as a
     # plain module on a host): same store, no vault, explicit dir.
     module = AnsibleModule(
-        argument_spec={
-            "name": {"type": "str", "required": True},
-            "dir": {"type": "path"},
-            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
-            "rotate": {"type": "bool", "default": False},
-            "value": {"type": "str", "no_log": True},
-            "forget_previous": {"type": "bool", "default": False},
-            "length": {"type": "int", "default": 32},
-            "encrypt": {"type": "bool"},
-            "vault_id": {"type": "str"},
-        },
-        mutually_exclusive=[("rotate", "value")],
+        argument_spec=ARGUMENT_SPEC,
+        mutually_exclusive=MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )
     p = module.params
