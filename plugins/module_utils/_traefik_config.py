@@ -44,6 +44,13 @@ SERVICE_KEYS = {
     "middlewares",
 }
 HTTP_SERVICE_KINDS = ("loadBalancer", "weighted", "mirroring", "failover")
+# Peers are reached over WireGuard: a dead peer drops packets instead of
+# refusing, so dial briefly and let the retry middleware pick another peer
+# rather than waiting for Traefik's 30 s default while the health check catches up.
+MESH_TRANSPORT = "hostmesh-mesh"
+MESH_DIAL_TIMEOUT = "1s"
+RETRY_MIDDLEWARE = "hostmesh-retry"
+RETRY_ATTEMPTS = 2
 TCP_SERVICE_KINDS = ("loadBalancer", "weighted")
 NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
 HOSTNAME_RE = re.compile(
@@ -223,8 +230,19 @@ def validate_dynamic_config(config, entrypoints=None):
         routers = section.get("routers") or {}
         services = section.get("services") or {}
         middlewares = section.get("middlewares") or {}
+        transports = section.get("serversTransports") or {}
         for name, svc in services.items():
             errors.extend(_check_service(proto, name, svc, kinds, services))
+            transport = (
+                (svc.get("loadBalancer") or {}).get("serversTransport")
+                if isinstance(svc, dict)
+                else None
+            )
+            if transport and _local_ref(transport) and transport not in transports:
+                errors.append(
+                    f"{proto} service {name!r} uses serversTransport {transport!r}, which does "
+                    "not exist"
+                )
         errors.extend(_check_cycles(proto, services))
         for name, router in routers.items():
             where = f"{proto} router {name!r}"
@@ -543,8 +561,13 @@ def build_dynamic_config(
                         {"url": f"http://{_url_host(mesh_addresses[p])}:{mesh_port}"} for p in peers
                     ],
                     "healthCheck": peer_check,
+                    "serversTransport": MESH_TRANSPORT,
                 }
             }
+            http.setdefault("serversTransports", {})[MESH_TRANSPORT] = {
+                "forwardingTimeouts": {"dialTimeout": MESH_DIAL_TIMEOUT}
+            }
+            http["middlewares"][RETRY_MIDDLEWARE] = {"retry": {"attempts": RETRY_ATTEMPTS}}
         if local and peers:
             failover = {"service": local_name, "fallback": peers_name}
             if failover_status:
@@ -555,8 +578,9 @@ def build_dynamic_config(
             public_target = local_name if local else peers_name
         for ep in public_entrypoints:
             router = {"entryPoints": [ep], "rule": rule, "service": public_target}
-            if svc.get("middlewares"):
-                router["middlewares"] = list(svc["middlewares"])
+            chain = ([RETRY_MIDDLEWARE] if peers else []) + list(svc.get("middlewares") or [])
+            if chain:
+                router["middlewares"] = chain
             if ep in secure_entrypoints:
                 router["tls"] = dict(tls_router)
             _add_router(http["routers"], f"{name}-{ep}", router, errors)

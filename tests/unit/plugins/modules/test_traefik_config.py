@@ -89,6 +89,28 @@ def test_node_without_the_service_routes_public_entrypoints_to_peers_only():
     assert "whoami-local" not in http_services(config)
 
 
+def test_forwarding_to_peers_dials_briefly_and_retries_another_peer():
+    config = build_dynamic_config(WHOAMI, "node2", MESH)
+    peers = http_services(config)["whoami-peers"]["loadBalancer"]
+    transport = config["http"]["serversTransports"][peers["serversTransport"]]
+    assert transport == {"forwardingTimeouts": {"dialTimeout": "1s"}}
+    retry = {"retry": {"attempts": 2}}
+    for router in http_routers(config).values():
+        assert config["http"]["middlewares"][router["middlewares"][0]] == retry
+    # a node that only serves locally needs neither
+    solo = {"solo": dict(WHOAMI["whoami"], hosts=["solo.test"], nodes=["node2"])}
+    config = build_dynamic_config(solo, "node2", MESH)
+    assert "serversTransports" not in config["http"]
+    assert "middlewares" not in http_routers(config)["solo-web"]
+
+
+def test_validator_finds_a_missing_servers_transport():
+    config = build_dynamic_config(WHOAMI, "node2", MESH)
+    del config["http"]["serversTransports"]
+    errors = validate_dynamic_config(config)
+    assert any("serversTransport 'hostmesh-mesh', which does not exist" in e for e in errors)
+
+
 def test_single_node_service_has_no_failover():
     services = {"solo": dict(WHOAMI["whoami"], hosts=["solo.test"], nodes=["node2"])}
     config = build_dynamic_config(services, "node2", MESH)
