@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from lab import Lab, ensure_image
-from sitelab import ansible_env, recap, run_playbook, write_inventory
+from sitelab import ansible_env, recap, run_playbook, stop_local_cloudflare, write_inventory
 
 PROFILE = {
     "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
@@ -65,6 +65,22 @@ def top_tasks(stdout: str, label: str) -> None:
         print(f"[{label}] {float(m['secs']):7.2f}s  {m['task'].strip()}", file=sys.stderr)
 
 
+def measure(inventory: Path, tmp: Path) -> tuple[float, float, int, float]:
+    """site.yml from scratch, its no-op rerun, then the calibration's no-op run."""
+    env = ansible_env(**PROFILE)
+    proc, scratch = run_playbook(inventory, "site.yml", env=env)
+    top_tasks(proc.stdout, "scratch")
+    proc, noop = run_playbook(inventory, "site.yml", env=env)
+    top_tasks(proc.stdout, "no-op")
+    changed = sum(h.get("changed", 0) for h in recap(proc.stdout).values())
+    # Warm the calibration once (creates its files), then time the no-op run.
+    plain = ansible_env(ANSIBLE_STRATEGY="ansible.builtin.linear", HOSTMESH_MITOGEN="0")
+    playbook = calibration_playbook(tmp / "calibration.yml")
+    run_playbook(inventory, str(playbook), env=plain)
+    _, calibration = run_playbook(inventory, str(playbook), env=plain)
+    return scratch, noop, changed, calibration
+
+
 def main() -> int:
     ensure_image(quiet=True)
     lab = Lab(prefix="bench-", network="hostmesh-bench", subnet="10.231.7.0/24")
@@ -73,17 +89,10 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="hostmesh-bench-") as tmp:
             inventory = write_inventory(lab, Path(tmp) / "inventory")
-            env = ansible_env(**PROFILE)
-            proc, scratch = run_playbook(inventory, "site.yml", env=env)
-            top_tasks(proc.stdout, "scratch")
-            proc, noop = run_playbook(inventory, "site.yml", env=env)
-            top_tasks(proc.stdout, "no-op")
-            changed = sum(h.get("changed", 0) for h in recap(proc.stdout).values())
-            # Warm the calibration once (creates its files), then time the no-op run.
-            plain = ansible_env(ANSIBLE_STRATEGY="ansible.builtin.linear", HOSTMESH_MITOGEN="0")
-            playbook = calibration_playbook(Path(tmp) / "calibration.yml")
-            run_playbook(inventory, str(playbook), env=plain)
-            _, calibration = run_playbook(inventory, str(playbook), env=plain)
+            try:
+                scratch, noop, changed, calibration = measure(inventory, Path(tmp))
+            finally:
+                stop_local_cloudflare(inventory)
     finally:
         lab.down()
     print(f"site_scratch_seconds: {scratch:.1f} s")

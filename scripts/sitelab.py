@@ -108,3 +108,21 @@ def changed_tasks(stdout: str) -> list[str]:
         elif line.startswith("changed: ["):
             found.append(f"{task} [{line[len('changed: [') :].split(']')[0]}]")
     return found
+
+
+def stop_local_cloudflare(inventory: Path) -> None:
+    """Stop the lab's local Cloudflare API server that the ddns role started."""
+    subprocess.run(
+        [
+            str(VENV_BIN / "python"),
+            "-m",
+            "tests.cloudflare_server",
+            "--stop",
+            "--pid-file",
+            str(inventory / ".hostmesh" / "cloudflare-api.pid"),
+        ],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=30,
+    )

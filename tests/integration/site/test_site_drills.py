@@ -32,7 +32,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "scripts"))
 from lab import Lab
-from sitelab import VENV_BIN, ansible_env, changed_tasks, recap, run_playbook, write_inventory
+from sitelab import (
+    VENV_BIN,
+    ansible_env,
+    changed_tasks,
+    recap,
+    run_playbook,
+    stop_local_cloudflare,
+    write_inventory,
+)
 
 LAB = Lab(prefix="drill-", network="hostmesh-drill", subnet="10.231.6.0/24")
 SERVICE_HOST = "whoami.lab.test"
@@ -180,20 +188,7 @@ def site(tmp_path_factory) -> Site:
         )
         yield Site(inventory, first, cfg)
     finally:
-        subprocess.run(
-            check=False,
-            args=[
-                str(VENV_BIN / "python"),
-                "-m",
-                "tests.cloudflare_server",
-                "--stop",
-                "--pid-file",
-                str(state / "cloudflare-api.pid"),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            timeout=30,
-        )
+        stop_local_cloudflare(inventory)
         LAB.down()
 
 
