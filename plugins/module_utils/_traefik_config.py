@@ -47,6 +47,10 @@ HTTP_SERVICE_KINDS = ("loadBalancer", "weighted", "mirroring", "failover")
 # Peers are reached over WireGuard: a dead peer drops packets instead of
 # refusing, so dial briefly and let the retry middleware pick another peer
 # rather than waiting for Traefik's 30 s default while the health check catches up.
+# The retry middleware only retries a request that never reached a server, so by
+# default connections to peers are not reused: a request sent on a pooled
+# connection to a peer that died since its last probe would hang until the
+# client gives up, while a fresh dial fails in 1 s and is retried elsewhere.
 MESH_TRANSPORT = "hostmesh-mesh"
 MESH_DIAL_TIMEOUT = "1s"
 RETRY_MIDDLEWARE = "hostmesh-retry"
@@ -490,13 +494,15 @@ def build_dynamic_config(
     api_host=None,
     api_url=None,
     extra=None,
+    mesh_keepalive=False,
 ):
     """Build the dynamic config of ``node`` from the registry (pure function).
 
     Public entrypoints: a failover service (local backend first, then the
     health-checked pool of peers' ``mesh`` entrypoints) when the node runs the
     service; the peers' pool alone when it does not. The mesh entrypoint routes
-    to local backends only, so a request hops at most once.
+    to local backends only, so a request hops at most once. ``mesh_keepalive``
+    reuses connections to peers (see MESH_TRANSPORT above for the trade-off).
     """
     services = services or {}
     errors = validate_registry(services, mesh_addresses)[0]
@@ -564,9 +570,10 @@ def build_dynamic_config(
                     "serversTransport": MESH_TRANSPORT,
                 }
             }
-            http.setdefault("serversTransports", {})[MESH_TRANSPORT] = {
-                "forwardingTimeouts": {"dialTimeout": MESH_DIAL_TIMEOUT}
-            }
+            transport = {"forwardingTimeouts": {"dialTimeout": MESH_DIAL_TIMEOUT}}
+            if not mesh_keepalive:
+                transport["maxIdleConnsPerHost"] = -1
+            http.setdefault("serversTransports", {})[MESH_TRANSPORT] = transport
             http["middlewares"][RETRY_MIDDLEWARE] = {"retry": {"attempts": RETRY_ATTEMPTS}}
         if local and peers:
             failover = {"service": local_name, "fallback": peers_name}

@@ -121,6 +121,19 @@ options:
     type: str
     default: 3s
     version_added: 0.1.0
+  mesh_keepalive:
+    description:
+      - Reuse connections to peers' mesh entrypoints.
+      - V(false) (the default) dials every forwarded request afresh, so a request to a peer that
+        died since its last health probe fails its 1 s dial and the retry middleware sends it
+        to another peer. A pooled connection to a dead peer would instead hold the request
+        until the client gives up, because Traefik never retries a request it has sent.
+      - V(true) saves one TCP handshake over the mesh per forwarded request (and the
+        TIME_WAIT sockets that cap new connections at a few hundred per second per peer) at
+        the price of those hung requests in the seconds before the health check notices.
+    type: bool
+    default: false
+    version_added: 0.1.0
   failover_status:
     description:
       - Status codes or ranges of the local backend that make Traefik retry the same request on
@@ -271,6 +284,7 @@ def _build(params):
         api_host=params["api_host"],
         api_url=params["api_url"],
         extra=params["extra"],
+        mesh_keepalive=params["mesh_keepalive"],
     )
     return config, warnings
 
@@ -294,6 +308,7 @@ def main():
             "mesh_entrypoint": {"type": "str", "default": "mesh"},
             "health_check_interval": {"type": "str", "default": "10s"},
             "health_check_timeout": {"type": "str", "default": "3s"},
+            "mesh_keepalive": {"type": "bool", "default": False},
             "failover_status": {"type": "list", "elements": "str", "default": ["502-504"]},
             "local_address": {"type": "str", "default": "127.0.0.1"},
             "cert_resolver": {"type": "str"},

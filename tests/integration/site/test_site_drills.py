@@ -117,6 +117,44 @@ class Hammer:
         return [r for r in self.results if r[1] != 200]
 
 
+def forwarding_state(node: str) -> str:
+    """What `node` knows of its peers, for a failed drill's message: WireGuard
+    handshakes, Traefik's recent health-check verdicts, and the units of every node."""
+    lines = [
+        f"{node} wg latest-handshakes: " + on_node(node, "wg", "show", "wg0", "latest-handshakes")
+    ]
+    journal = docker(
+        "exec",
+        LAB.container(node),
+        "journalctl",
+        "-u",
+        "traefik",
+        "--since",
+        "-60s",
+        "--no-pager",
+        "-o",
+        "cat",
+        check=False,
+    ).stdout
+    lines += [
+        f"{node} traefik: {line[:300]}" for line in journal.splitlines() if '"msg":""' not in line
+    ][-12:]
+    for other in LAB.nodes:
+        units = docker(
+            "exec",
+            LAB.container(other),
+            "systemctl",
+            "is-active",
+            "wg-quick@wg0",
+            "traefik",
+            "hostmesh-agent",
+            "hostmesh-whoami",
+            check=False,
+        ).stdout.split()
+        lines.append(f"{other} units (wg, traefik, agent, whoami): {' '.join(units)}")
+    return "\n".join(lines)
+
+
 def inventory_groups(cfg: Path) -> dict[str, list[str]]:
     """ansible-inventory --list from the dynamic inventory: group -> hosts."""
     groups = registered(cfg)
@@ -188,8 +226,10 @@ def site(tmp_path_factory) -> Site:
         )
         yield Site(inventory, first, cfg)
     finally:
-        stop_local_cloudflare(inventory)
-        LAB.down()
+        # HOSTMESH_KEEP_LAB=1 leaves the drill lab running to look at after a failure.
+        if not os.environ.get("HOSTMESH_KEEP_LAB"):
+            stop_local_cloudflare(inventory)
+            LAB.down()
 
 
 def test_site_converges_every_node(site):
@@ -255,7 +295,10 @@ def test_killed_secondary_goes_offline_while_traffic_continues(site):
                 "node3 offline in the dynamic inventory",
             )
             time.sleep(3)
-        assert hammer.results and not hammer.failures, hammer.failures[:5]
+        assert hammer.results and not hammer.failures, (
+            hammer.failures[:5],
+            forwarding_state("node2"),
+        )
         # Once node3 is known down, node2 only forwards to node1.
         tail = [body for node, _, body in hammer.results[-20:] if node == "node2"]
         assert tail and set(tail) == {"node1"}
@@ -307,7 +350,10 @@ def test_node_cut_from_mesh_is_routed_around(site):
         time.sleep(6)  # a few of Traefik's 2 s health checks
         with Hammer(["node2"], limit_seconds=10) as hammer:
             time.sleep(5)
-        assert hammer.results and not hammer.failures, hammer.failures[:5]
+        assert hammer.results and not hammer.failures, (
+            hammer.failures[:5],
+            forwarding_state("node2"),
+        )
         assert {body for _, _, body in hammer.results} == {"node1"}
     finally:
         on_node("node3", "systemctl", "start", "wg-quick@wg0.service")

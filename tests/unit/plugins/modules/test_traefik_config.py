@@ -93,7 +93,12 @@ def test_forwarding_to_peers_dials_briefly_and_retries_another_peer():
     config = build_dynamic_config(WHOAMI, "node2", MESH)
     peers = http_services(config)["whoami-peers"]["loadBalancer"]
     transport = config["http"]["serversTransports"][peers["serversTransport"]]
-    assert transport == {"forwardingTimeouts": {"dialTimeout": "1s"}}
+    # no pooled connection to a peer: a dead peer fails the dial, which is retried
+    assert transport == {"forwardingTimeouts": {"dialTimeout": "1s"}, "maxIdleConnsPerHost": -1}
+    kept = build_dynamic_config(WHOAMI, "node2", MESH, mesh_keepalive=True)
+    assert kept["http"]["serversTransports"]["hostmesh-mesh"] == {
+        "forwardingTimeouts": {"dialTimeout": "1s"}
+    }
     retry = {"retry": {"attempts": 2}}
     for router in http_routers(config).values():
         assert config["http"]["middlewares"][router["middlewares"][0]] == retry
