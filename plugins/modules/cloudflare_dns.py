@@ -32,17 +32,16 @@ author:
 requirements:
   - python >= 3.10
   - hostmesh[cloudflare] (the official C(cloudflare) SDK 4.x or 5.x)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads the zone and reports the planned changes; sends no write request.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode).
     support: full
     details: One line per owned record (name, type, address, ttl, proxied, owner comment).
   platform:
-    description: Target OS/families that can be operated against.
     support: N/A
     platforms: posix
 options:

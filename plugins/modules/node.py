@@ -22,18 +22,16 @@ description:
 author:
   - hostmesh developers (@hostmesh)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - hostmesh.cluster._primary_api
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads the primary's records and reports what would change, writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode).
     support: full
     details: Shows the node's record before and after; a key change is marked, never shown.
   platform:
-    description: Target OS/families that can be operated against.
     support: full
     platforms: posix
 options:

@@ -26,17 +26,16 @@ description:
   - Runs on the controller only, through its action plugin; no managed host is contacted.
 author:
   - hostmesh developers (@hostmesh)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: In check mode a missing secret is generated but not stored.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode).
     support: full
     details: The diff describes presence and pending previous values, never a value.
   platform:
-    description: Target OS/families that can be operated against.
     support: full
     platforms: posix
 options:

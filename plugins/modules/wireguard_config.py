@@ -75,12 +75,12 @@ options:
       persistent_keepalive:
         description: Seconds between keepalives sent to this peer (for nodes behind NAT).
         type: int
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details:
       - Key values are replaced by C(<hidden>) in the diff.

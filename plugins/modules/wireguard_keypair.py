@@ -49,12 +49,12 @@ options:
     type: bool
     default: true
     version_added: "0.1.0"
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details:
       - The diff shows whether the key exists and its public key, never the key itself.
