@@ -48,9 +48,9 @@ def sha256_file(path: Path) -> str:
 
 
 def source_files(root: Path) -> list[Path]:
+    # Not README.md: the nodes' wheel gets a stub in its place (build_wheel), so
+    # editing the documentation never reinstalls and restarts every agent.
     files = [root / "pyproject.toml"]
-    if (root / "README.md").exists():
-        files.append(root / "README.md")
     for path in sorted((root / "src" / "hostmesh").rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
             files.append(path)
@@ -104,9 +104,8 @@ def build_wheel(root: Path, dest: Path) -> None:
             target = stage / path.relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
-        if not (stage / "README.md").exists():
-            # pyproject.toml names a readme; a trimmed tree may lack it
-            (stage / "README.md").write_text("hostmesh\n")
+        # pyproject.toml names the project's README as the long description
+        (stage / "README.md").write_text("hostmesh node agent, built by hostmesh.cluster.node_agent\n")
         out = Path(tmp) / "out"
         cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out)]
         if _can_build_offline():

@@ -70,6 +70,7 @@ def test_source_hash_follows_sources_only(tmp_path):
     first = bw.source_hash(tmp_path)
     (tmp_path / "src" / "hostmesh" / "__pycache__" / "m.pyc").write_bytes(b"junk")
     (tmp_path / "build").mkdir()
+    (tmp_path / "README.md").write_text("docs only: no new wheel, no agent restart\n")
     assert bw.source_hash(tmp_path) == first
     (tmp_path / "src" / "hostmesh" / "__init__.py").write_text("x = 2\n")
     assert bw.source_hash(tmp_path) != first
