@@ -142,7 +142,12 @@ class Node:
         }
 
     def write_dynamic(
-        self, services: dict, mesh: dict, interval: str = "2s", failover_status=("502-504",)
+        self,
+        services: dict,
+        mesh: dict,
+        interval: str = "2s",
+        failover_status=("502-504",),
+        mesh_keepalive: bool = False,
     ) -> dict:
         config = build_dynamic_config(
             services,
@@ -153,6 +158,7 @@ class Node:
             health_timeout="1s",
             local_address=self.address,
             failover_status=failover_status,
+            mesh_keepalive=mesh_keepalive,
         )
         write_atomic(str(self.dynamic_file), render(config))
         return config
@@ -209,9 +215,16 @@ class Node:
 class Cluster:
     """Three Traefik nodes; whoami runs on node1 and node3, as in the lab."""
 
-    def __init__(self, workdir: Path, interval: str = "2s", failover_status=("502-504",)):
+    def __init__(
+        self,
+        workdir: Path,
+        interval: str = "2s",
+        failover_status=("502-504",),
+        mesh_keepalive: bool = False,
+    ):
         self.interval = interval
         self.failover_status = failover_status
+        self.mesh_keepalive = mesh_keepalive
         self.addresses = {f"node{i}": f"127.6.0.{10 + i}" for i in (1, 2, 3)}
         self.services = {
             "whoami": {
@@ -228,7 +241,13 @@ class Cluster:
         for backend in self.backends.values():
             backend.start()
         for node in self.nodes.values():
-            node.write_dynamic(self.services, self.addresses, self.interval, self.failover_status)
+            node.write_dynamic(
+                self.services,
+                self.addresses,
+                self.interval,
+                self.failover_status,
+                self.mesh_keepalive,
+            )
             node.start()
         for name, node in self.nodes.items():
             expected = {"whoami-web", "whoami-websecure"}
