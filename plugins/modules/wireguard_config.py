@@ -84,6 +84,8 @@ attributes:
     support: full
     details:
       - Key values are replaced by C(<hidden>) in the diff.
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""

@@ -58,6 +58,8 @@ attributes:
     support: full
     details:
       - The diff shows whether the key exists and its public key, never the key itself.
+  platform:
+    platforms: posix
 notes:
   - An existing file that does not hold a valid key is an error (nothing is overwritten);
     use O(rotate=true) to replace it.
