@@ -9,6 +9,7 @@ Secrets (admin token, node key) are never part of any message.
 
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import urllib.error
@@ -119,11 +120,14 @@ class AgentClient:
             all_headers["Content-Type"] = "application/json"
         req = urllib.request.Request(url, data=data, method=method, headers=all_headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        except (urllib.error.URLError, OSError) as exc:
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl) as resp:
+                    status, raw = resp.status, resp.read()
+            except urllib.error.HTTPError as exc:
+                status, raw = exc.code, exc.read()
+        # HTTPException: the agent went away in the middle of an answer
+        # (IncompleteRead, RemoteDisconnected), including an error answer's body.
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             raise PrimaryUnreachable(
                 f"cannot reach the hostmesh API at {self.url}: {reason}; check that the "

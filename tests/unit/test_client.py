@@ -122,6 +122,30 @@ def test_unreachable_and_bad_url():
         AgentClient("127.0.0.1:8080")
 
 
+@pytest.mark.parametrize("status_line", ["200 OK", "429 Too Many Requests"])
+def test_answer_cut_short_is_unreachable_not_a_traceback(status_line):
+    """An agent killed while answering: the body ends before its Content-Length."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_half():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(f"HTTP/1.1 {status_line}\r\nContent-Length: 73\r\n\r\n{{".encode())
+
+    thread = threading.Thread(target=answer_half, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with pytest.raises(PrimaryUnreachable, match="cannot reach"):
+            AgentClient(url, timeout=5).register({"name": "n"})
+    finally:
+        thread.join(5)
+        listener.close()
+
+
 def test_against_a_real_agent_app(tmp_path):
     """The client and the agent agree on the protocol (in-process app, real HTTP)."""
     import asyncio

@@ -43,3 +43,26 @@ def test_detector_errors(cf):
         detect_public_ip("http://127.0.0.1:9/", timeout=5)
     with pytest.raises(DetectionFailed, match="must start with http"):
         detect_public_ip("ftp://127.0.0.1/", timeout=5)
+
+
+def test_detector_cut_off_mid_answer_fails_cleanly():
+    """Headers, then the detector goes away: a detection failure, never a traceback."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_half():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n")
+
+    thread = threading.Thread(target=answer_half, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(DetectionFailed, match="holds no IP address"):
+            detect_public_ip(f"http://127.0.0.1:{listener.getsockname()[1]}/", timeout=5)
+    finally:
+        thread.join(5)
+        listener.close()
