@@ -57,6 +57,8 @@ PACKAGES = [
     "libcap2-bin",  # setcap for Traefik binding :80/:443 unprivileged
     "sudo",
     "less",
+    "openssh-server",  # the controller drives nodes over SSH, as on real servers
+    "nftables",  # hostmesh.cluster.firewall
 ]
 
 # Run options that give systemd PID 1 what it needs without --privileged
