@@ -16,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hostmesh.dns.reconcile import Reconciler, Spec, make_client
+from hostmesh.module_utils._dns_reconcile import Reconciler, Spec, make_client
+
 from tests.cloudflare_server.harness import TEST_TOKEN, TEST_ZONE, CloudflareServer
 
 NAMES = [TEST_ZONE, f"*.{TEST_ZONE}"]

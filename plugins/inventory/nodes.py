@@ -30,11 +30,8 @@ description:
     address and no labels); its nodes get C(ansible_host) from their C(api_endpoint).
   - Every value that comes from the API is marked unsafe, so node names or labels can never
     inject templates.
-  - Needs the C(hostmesh) Python package in the Python that runs Ansible on the controller
-    (C(pip install) of the collection's own directory).
+  - Needs nothing but C(ansible-core). The API client ships in this collection's C(module_utils).
   - The configuration file must end in C(.hostmesh.yml) or C(.hostmesh.yaml).
-requirements:
-  - hostmesh (the Python package shipped in this collection; C(python -m pip install <collection directory>))
 extends_documentation_fragment:
   - hostmesh.cluster._primary_api
   - ansible.builtin.constructed
@@ -183,9 +180,7 @@ cache_connection: ~/.cache/hostmesh-inventory
 cache_timeout: 300
 """
 
-import os
 import re
-import sys
 import urllib.parse
 from collections.abc import Mapping
 
@@ -195,20 +190,14 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.utils.display import Display
 from ansible.utils.unsafe_proxy import wrap_var
-
-try:
-    from hostmesh.client import (
-        AgentClient,
-        AuthRejected,
-        BadResponse,
-        Credentials,
-        HostmeshAPIError,
-        PrimaryUnreachable,
-    )
-except ImportError as _exc:  # ansible-doc must still render without the package
-    HOSTMESH_IMPORT_ERROR: ImportError | None = _exc
-else:
-    HOSTMESH_IMPORT_ERROR = None
+from ansible_collections.hostmesh.cluster.plugins.module_utils._agent_client import (
+    AgentClient,
+    AuthRejected,
+    BadResponse,
+    Credentials,
+    HostmeshAPIError,
+    PrimaryUnreachable,
+)
 
 display = Display()
 
@@ -349,17 +338,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return value or None
 
     def _create_client(self):
-        """Build the one API client (hostmesh.client.AgentClient) from the options."""
-        if HOSTMESH_IMPORT_ERROR is not None:
-            collection_dir = os.path.dirname(
-                os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            )
-            raise AnsibleError(
-                f"the {self.NAME} inventory plugin needs the 'hostmesh' Python package in the "
-                f"Python that runs Ansible ({sys.executable}), which cannot import it "
-                f"({HOSTMESH_IMPORT_ERROR}). Install it with: "
-                f"{sys.executable} -m pip install {collection_dir}"
-            )
+        """Build the one API client (module_utils._agent_client.AgentClient) from the options."""
         url = self._secret_option("url")
         if not url:
             raise AnsibleParserError(

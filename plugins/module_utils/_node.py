@@ -1,7 +1,7 @@
 # Private to the collection: may change without notice.
 """Desired-state logic of `hostmesh.cluster.node`, over an injected API client.
 
-The client is `hostmesh.client.AgentClient` (the one client of the agent
+The client is `hostmesh.module_utils._agent_client.AgentClient` (the one client of the agent
 API); tests pass the same class pointed at a real agent, or a fake with the
 same methods. Nothing here ever puts an API key into a message or a diff.
 """

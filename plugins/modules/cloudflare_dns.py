@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # Copyright: hostmesh developers
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
-"""Thin Ansible front end over hostmesh.dns.reconcile (the one DNS reconciler)."""
+"""Thin Ansible front end over module_utils._dns_reconcile (the one DNS reconciler)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,8 @@ description:
   - Lists the zone's owned records with pagination (stopping at C(total_pages)), computes
     the difference and sends every change in one atomic C(dns_records/batch) call, so a
     refused change leaves the zone exactly as it was.
-  - Runs on the controller and needs the C(hostmesh) Python package with its C(cloudflare)
-    extra in the Python that runs the module, for example
-    C(pip install '/path/to/ansible_collections/hostmesh/cluster[cloudflare]').
+  - Runs on the controller and needs only the official C(cloudflare) Python SDK in the Python
+    that runs the module (C(pip install cloudflare), or the collection's C(requirements.txt)).
   - Uses the official C(cloudflare) Python SDK; rate limits (HTTP 429) are retried
     O(max_retries) times, waiting what C(Retry-After) asks (up to 60 s each).
 author:
@@ -217,13 +216,19 @@ import sys
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
+from ansible_collections.hostmesh.cluster.plugins.module_utils._dns_reconcile import (
+    DNSError,
+    Reconciler,
+    Spec,
+    make_client,
+)
 
 try:
-    from hostmesh.dns.reconcile import DNSError, Reconciler, Spec, make_client
+    import cloudflare  # noqa: F401  (imported by make_client; checked here for a clear error)
 except ImportError:
-    HOSTMESH_IMPORT_ERROR = traceback.format_exc()
+    CLOUDFLARE_IMPORT_ERROR = traceback.format_exc()
 else:
-    HOSTMESH_IMPORT_ERROR = None
+    CLOUDFLARE_IMPORT_ERROR = None
 
 
 def main():
@@ -244,13 +249,13 @@ def main():
         },
         supports_check_mode=True,
     )
-    if HOSTMESH_IMPORT_ERROR:
+    if CLOUDFLARE_IMPORT_ERROR:
         module.fail_json(
-            msg=f"the hostmesh Python package is missing in {sys.executable} (the Python running "
-            "this module on the controller): install it with "
-            "pip install '<collection dir>[cloudflare]', or point ansible_python_interpreter "
-            "for localhost at a Python that has it",
-            exception=HOSTMESH_IMPORT_ERROR,
+            msg=f"the official Cloudflare SDK is missing in {sys.executable} (the Python running "
+            "this module): install it with `pip install cloudflare` (the collection's "
+            "requirements.txt), or point ansible_python_interpreter for localhost at a Python "
+            "that has it",
+            exception=CLOUDFLARE_IMPORT_ERROR,
         )
     params = module.params
     present = params["state"] == "present"

@@ -17,8 +17,9 @@ description:
     only what differs. The primary never returns keys, so an existing node's key is sent
     only with O(update_key=always) (how C(rotate_keys.yml) rotates a key; the primary
     keeps accepting the previous key for its C(KEY_GRACE_SECONDS)).
-  - Runs on the controller (C(delegate_to=localhost)) and needs the C(hostmesh) Python
-    package there (C(pip install) of the collection's own directory).
+  - Needs nothing but C(ansible-core). The API client ships in this collection's
+    C(module_utils), so the module runs wherever Ansible can run a module (the controller,
+    or the primary itself against its loopback address).
 author:
   - hostmesh developers (@hostmesh)
 extends_documentation_fragment:
@@ -143,27 +144,20 @@ key_updated:
 """
 
 import os
-import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.hostmesh.cluster.plugins.module_utils._agent_client import (
+    AgentClient,
+    AuthRejected,
+    Conflict,
+    Credentials,
+    HostmeshAPIError,
+    PrimaryUnreachable,
+)
 from ansible_collections.hostmesh.cluster.plugins.module_utils._node import (
     NodeError,
     NodeManager,
 )
-
-try:
-    from hostmesh.client import (
-        AgentClient,
-        AuthRejected,
-        Conflict,
-        Credentials,
-        HostmeshAPIError,
-        PrimaryUnreachable,
-    )
-except ImportError:
-    HOSTMESH_IMPORT_ERROR = traceback.format_exc()
-else:
-    HOSTMESH_IMPORT_ERROR = None
 
 
 def argument_spec() -> dict:
@@ -187,15 +181,6 @@ def argument_spec() -> dict:
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    if HOSTMESH_IMPORT_ERROR:
-        module.fail_json(
-            msg=missing_required_lib(
-                "hostmesh",
-                reason="to talk to the primary",
-                url="pip install <this collection's directory>",
-            ),
-            exception=HOSTMESH_IMPORT_ERROR,
-        )
     p = module.params
     token = p["token"] or os.environ.get("HOSTMESH_ADMIN_TOKEN")
     if not token:

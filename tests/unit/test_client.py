@@ -1,4 +1,4 @@
-"""hostmesh.client against a small local HTTP server: typed errors, no secret in messages."""
+"""hostmesh.module_utils._agent_client against a small local HTTP server: typed errors, no secret in messages."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
-
-from hostmesh.client import (
+from hostmesh.module_utils._agent_client import (
     AgentClient,
     AuthRejected,
     BadResponse,

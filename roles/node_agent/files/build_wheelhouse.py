@@ -50,10 +50,13 @@ def sha256_file(path: Path) -> str:
 def source_files(root: Path) -> list[Path]:
     # Not README.md: the nodes' wheel gets a stub in its place (build_wheel), so
     # editing the documentation never reinstalls and restarts every agent.
+    # plugins/module_utils is packaged as hostmesh.module_utils (the one copy of
+    # the API client and the DNS reconciler, see pyproject.toml).
     files = [root / "pyproject.toml"]
-    for path in sorted((root / "src" / "hostmesh").rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-            files.append(path)
+    for tree in (root / "src" / "hostmesh", root / "plugins" / "module_utils"):
+        for path in sorted(tree.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix == ".py":
+                files.append(path)
     return files
 
 

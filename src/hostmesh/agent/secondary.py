@@ -11,7 +11,7 @@ import time
 from hostmesh import __version__
 from hostmesh.agent import security
 from hostmesh.agent.config import Config
-from hostmesh.client import (
+from hostmesh.module_utils._agent_client import (
     AgentClient,
     AuthRejected,
     Credentials,

@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         _log(f"public IP detection failed: {exc}; DNS records left unchanged")
         return 3
 
-    from .reconcile import (
+    from hostmesh.module_utils._dns_reconcile import (
         DNSError,
         InvalidSpec,
         NodeAddresses,

@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hostmesh.client import AgentClient, Credentials, HostmeshAPIError
+from hostmesh.module_utils._agent_client import AgentClient, Credentials, HostmeshAPIError
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef0123456789abcdef"
 REGISTRATION_TOKEN = "registration-token-0123456789abcdef0123456789"

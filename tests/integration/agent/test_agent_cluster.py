@@ -106,7 +106,7 @@ def test_backoff_spacing_follows_the_table(cluster):
 
 
 def test_wrong_key_is_rejected_and_logged_without_the_key(cluster):
-    from hostmesh.client import AgentClient, AuthRejected, Credentials
+    from hostmesh.module_utils._agent_client import AgentClient, AuthRejected, Credentials
 
     primary = cluster.primary()
     node = cluster.secondary(primary, "victim")
@@ -136,8 +136,7 @@ def test_wrong_key_is_rejected_and_logged_without_the_key(cluster):
 
 def _register(primary, name, token, key=None, node_id=None, headers=None):
     from agent_harness import node_key
-
-    from hostmesh.client import AgentClient
+    from hostmesh.module_utils._agent_client import AgentClient
 
     body = {"name": name, "api_endpoint": "http://127.0.0.99:9", "api_key": key or node_key(name)}
     if token is not None:
@@ -149,8 +148,7 @@ def _register(primary, name, token, key=None, node_id=None, headers=None):
 
 def test_invites_are_one_time_and_expire(cluster):
     import pytest
-
-    from hostmesh.client import AuthRejected
+    from hostmesh.module_utils._agent_client import AuthRejected
 
     primary = cluster.primary()
     invite = primary.admin().create_invite()
@@ -181,8 +179,7 @@ def test_invites_are_one_time_and_expire(cluster):
 def test_reregistration_must_prove_the_current_key(cluster):
     import pytest
     from agent_harness import node_key
-
-    from hostmesh.client import AgentClient, AuthRejected, Conflict, Credentials
+    from hostmesh.module_utils._agent_client import AgentClient, AuthRejected, Conflict, Credentials
 
     primary = cluster.primary(KEY_GRACE_SECONDS="1")
     key1, key2 = node_key("k1"), node_key("k2")
@@ -354,8 +351,7 @@ def test_secondary_outlives_the_primary(cluster):
 
 def test_secondary_rotates_its_own_key_with_the_previous_one(cluster):
     from agent_harness import node_key
-
-    from hostmesh.client import AgentClient, AuthRejected, Credentials
+    from hostmesh.module_utils._agent_client import AgentClient, AuthRejected, Credentials
 
     primary = cluster.primary(KEY_GRACE_SECONDS="1")
     node = cluster.secondary(primary, "selfrot", STARTUP_HEARTBEAT_DELAY="0.2")

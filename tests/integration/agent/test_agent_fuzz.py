@@ -107,7 +107,7 @@ def test_fuzz_secondary(secondary_schema, fuzz_cluster, mode):
 
 def test_openapi_document_has_no_secret(fuzz_cluster):
     _, primary, secondary = fuzz_cluster
-    from hostmesh.client import AgentClient
+    from hostmesh.module_utils._agent_client import AgentClient
 
     for agent in (primary, secondary):
         status, doc = AgentClient(agent.url).request("GET", "/openapi.json")

@@ -8,8 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from agent_harness import REGISTRATION_TOKEN, node_key
-
-from hostmesh.client import AgentClient, Conflict, Credentials, HostmeshAPIError
+from hostmesh.module_utils._agent_client import AgentClient, Conflict, Credentials, HostmeshAPIError
 
 
 def _register(url: str, name: str, node_id: str | None = None, timeout: float = 10.0):
@@ -54,7 +53,7 @@ def test_50_concurrent_registrations_are_stored_once(cluster):
 
 
 def test_registration_attempts_are_rate_limited(cluster):
-    from hostmesh.client import RateLimited
+    from hostmesh.module_utils._agent_client import RateLimited
 
     primary = cluster.primary(REGISTRATION_RATE_LIMIT="5/60")
     for i in range(5):

@@ -7,8 +7,7 @@ server received.
 from __future__ import annotations
 
 import pytest
-
-from hostmesh.dns.reconcile import (
+from hostmesh.module_utils._dns_reconcile import (
     BatchRefused,
     PermissionMissing,
     RateLimited,
@@ -18,6 +17,7 @@ from hostmesh.dns.reconcile import (
     ZoneNotFound,
     make_client,
 )
+
 from tests.cloudflare_server.harness import TEST_READ_TOKEN as READ_TOKEN
 from tests.cloudflare_server.harness import TEST_TOKEN as TOKEN
 from tests.cloudflare_server.harness import TEST_ZONE as ZONE

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hostmesh.module_utils._dns_reconcile import Reconciler, Spec, make_client
 
-from hostmesh.dns.reconcile import Reconciler, Spec, make_client
 from tests.cloudflare_server.harness import TEST_TOKEN, TEST_ZONE
 
 HOSTMESH = str(Path(sys.executable).with_name("hostmesh"))

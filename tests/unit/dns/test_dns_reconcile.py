@@ -1,4 +1,4 @@
-"""Pure planning logic of hostmesh.dns.reconcile (no API)."""
+"""Pure planning logic of hostmesh.module_utils._dns_reconcile (no API)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
-from hostmesh.dns.reconcile import (
+from hostmesh.module_utils._dns_reconcile import (
     InvalidSpec,
     Record,
     Scope,

@@ -17,15 +17,18 @@ import pytest
 from ansible.errors import AnsibleError
 from ansible.inventory.data import InventoryData
 from ansible.parsing.dataloader import DataLoader
-from ansible.plugins.loader import init_plugin_loader, inventory_loader
-
-from hostmesh.client import AuthRejected, BadResponse, Credentials, PrimaryUnreachable
+from ansible.plugins.loader import inventory_loader
+from ansible_collections.hostmesh.cluster.plugins.module_utils._agent_client import (
+    AuthRejected,
+    BadResponse,
+    Credentials,
+    PrimaryUnreachable,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[4]
 DATA = pathlib.Path(__file__).parent / "data"
 TOKEN = "s3cr3t-admin-token-0123456789abcdef"
 
-init_plugin_loader([str(REPO / "collections")])
 
 
 def load(name):
@@ -33,7 +36,7 @@ def load(name):
 
 
 class FakeClient:
-    """Stands in for hostmesh.client.AgentClient: list_nodes() only."""
+    """Stands in for hostmesh.module_utils._agent_client.AgentClient: list_nodes() only."""
 
     def __init__(self, nodes=None, error=None, url="http://10.231.1.11:8080"):
         self.nodes, self.error, self.url, self.calls = nodes, error, url, 0

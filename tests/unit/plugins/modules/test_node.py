@@ -1,7 +1,7 @@
 """hostmesh.cluster.node against a real primary agent on loopback.
 
 The manager (module_utils/_node.py) is driven through the real client
-(hostmesh.client.AgentClient); the module itself through ansible-playbook,
+(hostmesh.module_utils._agent_client.AgentClient); the module itself through ansible-playbook,
 for check mode, diff, no_log and its error messages.
 """
 
@@ -21,12 +21,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "collections"))
 
+from ansible_collections.hostmesh.cluster.plugins.module_utils._agent_client import (
+    AgentClient,
+    AuthRejected,
+    Credentials,
+    PrimaryUnreachable,
+)
 from ansible_collections.hostmesh.cluster.plugins.module_utils._node import (
     NodeError,
     NodeManager,
 )
-
-from hostmesh.client import AgentClient, AuthRejected, Credentials, PrimaryUnreachable
 
 BIN = Path(sys.executable).parent
 ADMIN = secrets.token_urlsafe(32)

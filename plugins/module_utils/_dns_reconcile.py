@@ -342,8 +342,8 @@ def make_client(api_token: str | None, api_base_url: str | None = None, *,
         import cloudflare
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise DNSError(
-            "the Cloudflare SDK is not installed: pip install 'hostmesh[cloudflare]' "
-            "(or the 'cloudflare' package) into the Python that runs this"
+            "the Cloudflare SDK is not installed: pip install cloudflare "
+            "into the Python that runs this"
         ) from exc
     if not api_token:
         raise TokenRejected(
