@@ -51,7 +51,8 @@ def test_layout_has_the_designed_top_level_files():
                 "ansible.cfg", "site.yml", "inventory/lab/hosts.yml",
                 "inventory/example/hosts.yml", "molecule/default/molecule.yml",
                 ".config/molecule/config.yml", "scripts/setup-host.sh", "scripts/lab.py",
-                ".ci/run"):
+                ".ci/run", "LICENSE", "requirements.txt", "bindep.txt", "requirements.yml",
+                "execution-environment.yml", "meta/execution-environment.yml"):
         assert (ROOT / rel).exists(), f"{rel} is missing"
     link = ROOT / "collections" / "ansible_collections" / "hostmesh" / "cluster"
     assert link.is_symlink() and link.resolve() == ROOT, \
@@ -99,6 +100,37 @@ def test_role_runs_preflight_first_and_has_readme(role):
     readme = (ROOT / "roles" / role / "README.md").read_text()
     for heading in ("Requirements", "Role Variables", "Example Playbook"):
         assert heading in readme, f"roles/{role}/README.md lacks a {heading} section"
+
+
+def _task_files():
+    for path in sorted([*(ROOT / "roles").glob("*/tasks/*.yml"), *(ROOT / "playbooks").glob("*.yml"),
+                        ROOT / "site.yml"]):
+        yield path, load_yaml(path) or []
+
+
+def _walk_tasks(items):
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        yield item
+        for key in ("block", "rescue", "always", "tasks", "pre_tasks", "post_tasks", "handlers"):
+            yield from _walk_tasks(item.get(key) or [])
+
+
+def test_tagged_dynamic_includes_apply_their_tags():
+    """A tagged include_tasks/include_role runs none of its tasks under --tags without apply."""
+    bad = []
+    for path, items in _task_files():
+        for task in _walk_tasks(items):
+            for key in ("ansible.builtin.include_tasks", "ansible.builtin.include_role",
+                        "include_tasks", "include_role"):
+                if key in task and task.get("tags"):
+                    args = task[key] if isinstance(task[key], dict) else {}
+                    applied = set((args.get("apply") or {}).get("tags") or [])
+                    tags = task["tags"] if isinstance(task["tags"], list) else [task["tags"]]
+                    if not set(tags) <= applied | {"always"}:
+                        bad.append(f"{path.relative_to(ROOT)}: {task.get('name')!r}")
+    assert not bad, "tagged includes without apply: tags: " + "; ".join(bad)
 
 
 @pytest.mark.parametrize("role", ROLES)
