@@ -62,7 +62,7 @@ PACKAGES = [
 ]
 
 # Run options that give systemd PID 1 what it needs without --privileged
-# (which fails on this kind of host, see ENVIRONMENT.md).
+# (which fails on this kind of host: CAP_SYS_RESOURCE is not in its bounding set).
 RUN_OPTIONS = [
     "--cap-add", "SYS_ADMIN",
     "--cap-add", "NET_ADMIN",
