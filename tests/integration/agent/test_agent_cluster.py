@@ -10,7 +10,7 @@ from agent_harness import (
     wait_for,
 )
 
-# Scaled-down copy of the DESIGN table: same failure counts, intervals in tenths.
+# Scaled-down copy of the backoff table (docs/api.md): same failure counts, intervals in tenths.
 BACKOFF = "0:0.2:online,3:0.3:offline,6:0.4:offline,11:0.5:unreachable,21:0.6:unreachable"
 
 
