@@ -65,7 +65,7 @@ options:
   services:
     description:
       - The service registry, in the format of C(hostmesh_services) (see the collection's
-        DESIGN, "Inventory contract"); per service C(hosts), C(port), C(nodes), C(health_path),
+        C(docs/inventory.md)); per service C(hosts), C(port), C(nodes), C(health_path),
         optional C(protocol) (V(http) or V(tcp)), C(entry_port) (tcp), C(rule) and
         C(middlewares).
       - Mutually exclusive with O(config).
