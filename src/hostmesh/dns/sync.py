@@ -1,7 +1,8 @@
 """`hostmesh ddns sync`: detect this node's public IP and update only its own records.
 
-Settings come from an environment file (``/etc/hostmesh/ddns.env``, written by
-the `hostmesh.cluster.ddns` role) and may be overridden by flags. The API token
+Settings come from an environment file (``/etc/hostmesh-ddns/ddns.env``, written
+by the `hostmesh.cluster.ddns` role, whose `ddns_config_dir` is /etc/hostmesh-ddns;
+`hostmesh-ddns.service` passes it with --config) and may be overridden by flags. The API token
 is read from a file (``--token-file``, mode 0600) or CLOUDFLARE_API_TOKEN, and
 is never printed. A failed detection changes nothing and exits non-zero.
 
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from .detect import DEFAULT_DETECTOR_URL, DetectionFailed, detect_public_ip
 
-DEFAULT_CONFIG = "/etc/hostmesh/ddns.env"
+# Where the ddns role writes it (ddns_config_dir); the unit also passes it with --config.
+DEFAULT_CONFIG = "/etc/hostmesh-ddns/ddns.env"
 
 # env key -> (argparse dest, kind)
 _ENV_KEYS = {
