@@ -133,6 +133,34 @@ def test_tagged_dynamic_includes_apply_their_tags():
     assert not bad, "tagged includes without apply: tags: " + "; ".join(bad)
 
 
+def test_ddns_cli_default_config_is_where_the_role_writes_it():
+    sys.path.insert(0, str(ROOT / "src"))
+    from hostmesh.dns import sync
+
+    defaults = load_yaml(ROOT / "roles" / "ddns" / "defaults" / "main.yml")
+    assert sync.DEFAULT_CONFIG == f"{defaults['ddns_config_dir']}/ddns.env"
+    unit = (ROOT / "roles" / "ddns" / "templates" / "hostmesh-ddns.service.j2").read_text()
+    assert "--config {{ ddns_config_dir }}/ddns.env" in unit
+
+
+def test_no_file_refers_outside_the_project():
+    """The project's docs stand alone: no pointer to notes kept beside the checkout."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True,
+                           text=True).stdout.split("\0")
+    needles = ("../shared", "DESIGN.md", "ENVIRONMENT.md", "STYLE.md")
+    bad = []
+    for rel in filter(None, files):
+        path = ROOT / rel
+        if path.is_symlink() or not path.is_file() or rel == "tests/unit/test_layout.py":
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        bad += [f"{rel}: {n}" for n in needles if n in text]
+    assert not bad, "files refer outside the project: " + "; ".join(bad)
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_role_handlers_listen(role):
     path = ROOT / "roles" / role / "handlers" / "main.yml"
