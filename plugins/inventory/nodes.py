@@ -44,6 +44,56 @@ options:
     required: true
     choices: [hostmesh.cluster.nodes]
     version_added: 0.1.0
+  url:
+    description:
+      - Base URL of the primary's API.
+      - With O(ssh_host), the API's address as the primary itself sees it; empty means its
+        loopback address V(http://127.0.0.1:8080).
+      - Without O(ssh_host), an address this machine reaches on its own; the agent's API listens
+        only on the mesh and on loopback, so that is the primary's mesh address
+        (V(http://10.50.0.1:8080)) from a controller that is a WireGuard peer, or the loopback
+        address when the inventory is read on the primary itself.
+    type: str
+    default: ""
+    version_added: 0.1.0
+  ssh_host:
+    description:
+      - Reach the primary's API through an SSH tunnel to this host (the primary's address or a
+        C(Host) of your SSH configuration). The supported way to read the inventory from a
+        controller outside the mesh; it needs no root and no port of the primary but SSH.
+      - The plugin runs this machine's C(ssh) as the current user,
+        C(ssh -N -L 127.0.0.1:<free port>:<api host>:<api port> [user@]ssh_host), with your own
+        SSH configuration (keys, agent, C(ProxyJump), C(known_hosts)), waits until the API
+        answers through it, reads the node list and always closes it.
+      - Always C(BatchMode=yes), C(ExitOnForwardFailure=yes) and C(StrictHostKeyChecking=yes),
+        so record the primary's host key in your C(known_hosts) first. A host key that changed or a
+        refused login stops with C(ssh failed) and ssh's own words.
+    type: str
+    env:
+      - name: HOSTMESH_SSH_HOST
+    version_added: 0.1.0
+  ssh_user:
+    description:
+      - User to log in as on O(ssh_host); default the one of your SSH configuration.
+    type: str
+    env:
+      - name: HOSTMESH_SSH_USER
+    version_added: 0.1.0
+  ssh_port:
+    description:
+      - SSH port of O(ssh_host); default the one of your SSH configuration (22).
+    type: int
+    version_added: 0.1.0
+  ssh_args:
+    description:
+      - Extra arguments for C(ssh), split like a shell would, for example
+        V(-i ~/.ssh/hostmesh -o UserKnownHostsFile=inventory/prod/.hostmesh/known_hosts).
+      - Arguments that would turn host key checking off (C(StrictHostKeyChecking) other than
+        V(yes)) or detach ssh from the plugin (C(-f)) are refused.
+    type: str
+    env:
+      - name: HOSTMESH_SSH_ARGS
+    version_added: 0.1.0
   token:
     description:
       - Admin bearer token of the primary (C(ADMIN_TOKEN) in the agent's environment).
@@ -139,22 +189,33 @@ seealso:
 
 EXAMPLES = r"""
 ---
-# inventory/prod.hostmesh.yml -- every node, reached over the WireGuard mesh
+# inventory/prod.hostmesh.yml -- from a controller outside the mesh: an SSH tunnel
+# to the primary (your own SSH config and known_hosts), the API on its loopback
 plugin: hostmesh.cluster.nodes
-url: https://hostmesh.example.org
+ssh_host: node1.example.org
+ssh_user: admin
+token: "{{ lookup('ansible.builtin.file', 'inventory/prod/.hostmesh/secrets/admin_token') }}"
+ansible_host_source: public_ip
+---
+# from a controller that is itself a WireGuard peer of the cluster: the mesh
+plugin: hostmesh.cluster.nodes
+url: http://10.50.0.1:8080
 # token from the environment: export HOSTMESH_ADMIN_TOKEN=...
 ---
-# Only the healthy nodes, reached at their public address; token read from the
-# controller-side secret store written by the hostmesh.cluster.secret module
+# The lab (make demo writes this file): only the healthy nodes, at their public
+# address; the tunnel uses the lab's key and known_hosts; the token is read from
+# the controller-side secret store written by the hostmesh.cluster.secret module
 plugin: hostmesh.cluster.nodes
-url: http://10.231.1.11:8080
+ssh_host: 10.231.1.11
+ssh_user: admin
+ssh_args: -i inventory/lab/.hostmesh/ssh/id_ed25519 -o UserKnownHostsFile=inventory/lab/.hostmesh/ssh/known_hosts
 token: "{{ lookup('ansible.builtin.file', 'inventory/lab/.hostmesh/secrets/admin_token') }}"
 statuses: [online]
 ansible_host_source: public_ip
 ---
 # Read-only access with a node's own credentials (also works against Selfhostly)
 plugin: hostmesh.cluster.nodes
-url: http://10.231.1.11:8080
+url: http://10.50.0.1:8080
 node_id: 7f9c2b4e-0d1a-4c55-9a57-3c1e2f0b8d61
 node_api_key: !vault |
   $ANSIBLE_VAULT;1.1;AES256
@@ -162,7 +223,7 @@ node_api_key: !vault |
 ---
 # Constructed groups and variables, filters and a cache
 plugin: hostmesh.cluster.nodes
-url: http://10.231.1.11:8080
+ssh_host: node1.example.org
 filters:
   - exclude: "'maintenance' in hostmesh_labels"
   - include: true
@@ -197,6 +258,10 @@ from ansible_collections.hostmesh.cluster.plugins.module_utils._agent_client imp
     Credentials,
     HostmeshAPIError,
     PrimaryUnreachable,
+)
+from ansible_collections.hostmesh.cluster.plugins.plugin_utils._ssh_tunnel import (
+    TunnelError,
+    ssh_tunnel,
 )
 
 display = Display()
@@ -340,9 +405,20 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def _create_client(self):
         """Build the one API client (module_utils._agent_client.AgentClient) from the options."""
         url = self._secret_option("url")
+        ssh_host = self._secret_option("ssh_host")
+        if ssh_host:
+            url = url or "http://127.0.0.1:8080"
+            if not url.startswith("http://"):
+                raise AnsibleParserError(
+                    f"{self.NAME}: with ssh_host the url is the API's plain http address as the "
+                    f"primary sees it (the tunnel encrypts), for example http://127.0.0.1:8080; "
+                    f"got {redact_url(url)}"
+                )
         if not url:
             raise AnsibleParserError(
-                f"{self.NAME}: the url option is required, for example url: http://10.231.1.11:8080"
+                f"{self.NAME}: the url option is required without ssh_host: set ssh_host to "
+                "reach the primary through an SSH tunnel (ssh_host: <primary>), or url to its "
+                "mesh address from a WireGuard peer (url: http://10.50.0.1:8080)"
             )
         token = self._secret_option("token")
         node_id = self._secret_option("node_id")
@@ -385,8 +461,36 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     # -- fetching (with cache) ---------------------------------------------
 
     def _fetch_nodes(self, client) -> list[dict]:
+        """GET /api/nodes, through an SSH tunnel when ssh_host is set."""
+        ssh_host = self._secret_option("ssh_host")
+        if not ssh_host:
+            return self._fetch_nodes_direct(client)
+        api = urllib.parse.urlsplit(client.url)
+        ssh_port = self.get_option("ssh_port")
+        try:
+            with ssh_tunnel(
+                ssh_host,
+                user=self._secret_option("ssh_user"),
+                port=int(ssh_port) if ssh_port else None,
+                ssh_args=self._secret_option("ssh_args"),
+                remote_host=api.hostname or "127.0.0.1",
+                remote_port=api.port or 80,
+                timeout=client.timeout,
+                probe=lambda port: AgentClient(f"http://127.0.0.1:{port}", timeout=2).health(),
+            ) as local_port:
+                remote_url, client.url = client.url, f"http://127.0.0.1:{local_port}"
+                try:
+                    return self._fetch_nodes_direct(client, where=f"{remote_url} via {ssh_host}")
+                finally:
+                    client.url = remote_url
+        except TunnelError as exc:
+            if exc.unreachable:
+                raise _Unreachable(f"{self.NAME}: {exc}") from None
+            raise AnsibleError(f"{self.NAME}: {exc}") from None
+
+    def _fetch_nodes_direct(self, client, where=None) -> list[dict]:
         """GET /api/nodes through the client, as AnsibleErrors that say what to do."""
-        url = redact_url(getattr(client, "url", self.get_option("url") or ""))
+        url = where or redact_url(getattr(client, "url", self.get_option("url") or ""))
         try:
             nodes = client.list_nodes()
         except PrimaryUnreachable as exc:
@@ -420,7 +524,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def _populate(self, client, cache=True):
         """Fill the inventory from the primary (or the cache), then build groups and vars."""
         use_cache = bool(self.get_option("cache"))
-        cache_key = self.get_cache_key(redact_url(self.get_option("url") or ""))
+        cache_key = self.get_cache_key(
+            redact_url(self.get_option("url") or "")
+            + (f"@ssh:{self._secret_option('ssh_host')}" if self.get_option("ssh_host") else "")
+        )
         nodes = None
         update_cache = False
         if use_cache and cache:

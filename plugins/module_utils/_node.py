@@ -8,6 +8,7 @@ same methods. Nothing here ever puts an API key into a message or a diff.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 # fields the module manages and compares (api_key is write-only on the primary)
@@ -138,3 +139,42 @@ class NodeManager:
         if not self.check_mode:
             self.client.delete_node(current["id"])
         return out
+
+
+# A field whose name matches this is never returned by node_info (a primary
+# other than hostmesh, Selfhostly for one, sends each node's api_key).
+_SECRET_FIELD = re.compile(
+    r"(^|_)(api_?key|private_?key|key_hash|token|secret|password|passwd)(_|$)|(^|_)hash$",
+    re.IGNORECASE,
+)
+
+
+def strip_secrets(node: dict) -> dict:
+    """A node record without any field that could hold a credential."""
+    return {k: v for k, v in node.items() if not _SECRET_FIELD.search(str(k))}
+
+
+def node_info(client, *, name: str | None = None, node_id: str | None = None) -> dict:
+    """Read-only view of the registry: every node, or the one called `name` / with `node_id`.
+
+    Returns {"nodes": [...sorted by name...], "node": <record or None when asked for one>}.
+    Records never carry a key.
+    """
+    if node_id:
+        try:
+            found = [client.get_node(node_id)]
+        except Exception as exc:  # the client's NotFound (HTTP 404): no such node
+            if getattr(exc, "status", None) != 404:
+                raise
+            found = []
+    else:
+        found = client.list_nodes()
+        if name:
+            found = [n for n in found if n.get("name") == name]
+    nodes = sorted(
+        (strip_secrets(n) for n in found), key=lambda n: (str(n.get("name") or ""), str(n.get("id")))
+    )
+    out: dict = {"nodes": nodes}
+    if name or node_id:
+        out["node"] = nodes[0] if nodes else None
+    return out

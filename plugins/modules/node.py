@@ -17,9 +17,11 @@ description:
     only what differs. The primary never returns keys, so an existing node's key is sent
     only with O(update_key=always) (how C(rotate_keys.yml) rotates a key; the primary
     keeps accepting the previous key for its C(KEY_GRACE_SECONDS)).
-  - Needs nothing but C(ansible-core). The API client ships in this collection's
-    C(module_utils), so the module runs wherever Ansible can run a module (the controller,
-    or the primary itself against its loopback address).
+  - Run it on the primary (C(delegate_to) the first host of C(hostmesh_primary)) against
+    its loopback address, the default O(url), so that the admin token stays inside
+    Ansible's SSH connection; the agent's API listens only on the mesh and on loopback.
+  - Needs nothing but C(ansible-core) and the node's Python. The API client ships in this
+    collection's C(module_utils).
 author:
   - hostmesh developers (@hostmesh)
 extends_documentation_fragment:
@@ -92,37 +94,46 @@ notes:
     M(hostmesh.cluster.secret) (C(name=admin_token)) and keep C(no_log) on the task.
 seealso:
   - module: hostmesh.cluster.secret
+  - module: hostmesh.cluster.node_info
 """
 
 EXAMPLES = r"""
-- name: Read the admin token
+# Every call runs on the primary against its loopback address (the default url),
+# so the admin token travels only inside Ansible's SSH connection.
+- name: Read the admin token on the controller
   hostmesh.cluster.secret:
     name: admin_token
   register: __admin_token
+  run_once: true
+  no_log: true
 
 - name: Give the new node its key
   hostmesh.cluster.secret:
     name: node_api_key_node4
   register: __node4_key
+  run_once: true
+  no_log: true
 
 - name: Register node4 by hand
   hostmesh.cluster.node:
-    url: "{{ hostmesh_api_url }}"
     token: "{{ __admin_token.value }}"
     name: node4
     api_endpoint: http://10.50.0.4:8080
+    wireguard_ip: 10.50.0.4
     api_key: "{{ __node4_key.value }}"
     labels:
       zone: eu
-  delegate_to: localhost
+  delegate_to: "{{ groups['hostmesh_primary'][0] }}"
+  run_once: true
+  no_log: true
 
 - name: Remove node4
   hostmesh.cluster.node:
-    url: "{{ hostmesh_api_url }}"
     token: "{{ __admin_token.value }}"
     name: node4
     state: absent
-  delegate_to: localhost
+  delegate_to: "{{ groups['hostmesh_primary'][0] }}"
+  run_once: true
 """
 
 RETURN = r"""
@@ -162,7 +173,7 @@ from ansible_collections.hostmesh.cluster.plugins.module_utils._node import (
 
 def argument_spec() -> dict:
     return {
-        "url": {"type": "str", "required": True},
+        "url": {"type": "str", "default": "http://127.0.0.1:8080"},
         "token": {"type": "str", "no_log": True},
         "validate_certs": {"type": "bool", "default": True},
         "ca_path": {"type": "path"},
