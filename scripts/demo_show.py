@@ -40,10 +40,14 @@ def write_config() -> Path:
         f"url: http://{LAB.address(LAB.nodes[0])}:8080\n"
         "# read from the lab's secret store at run time; never copied here\n"
         f"token: \"{{{{ lookup('ansible.builtin.file', '{STATE}/secrets/admin_token') }}}}\"\n"
-        "# the controller reaches lab nodes through Docker, not over the mesh\n"
+        "# over SSH to the nodes' public addresses, with the lab's key and known_hosts\n"
+        "ansible_host_source: public_ip\n"
         "compose:\n"
-        "  ansible_connection: \"'docker'\"\n"
-        f"  ansible_host: \"'{LAB.prefix}' ~ hostmesh_name\"\n"
+        "  ansible_user: \"'admin'\"\n"
+        "  ansible_become: \"true\"\n"
+        f"  ansible_ssh_private_key_file: \"'{STATE}/ssh/id_ed25519'\"\n"
+        f"  ansible_ssh_common_args: \"'-o UserKnownHostsFile={STATE}/ssh/known_hosts"
+        " -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes'\"\n"
     )
     CONFIG.chmod(0o600)
     return CONFIG

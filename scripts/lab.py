@@ -5,8 +5,11 @@ Command line::
 
     scripts/lab.py image            build hostmesh-node:latest (cached by package-list hash)
     scripts/lab.py up [--prefix P --network N --subnet S --nodes node1,node2,node3]
+                      [--ssh-dir DIR]   (default inventory/lab/.hostmesh/ssh)
     scripts/lab.py down [same options]
     scripts/lab.py status [same options]
+    scripts/lab.py ssh --ssh-dir DIR CONTAINER=ADDRESS...
+                    give running containers the lab's SSH key, record their host keys
 
 Importable (pytest fixtures, bench scripts)::
 
@@ -14,7 +17,18 @@ Importable (pytest fixtures, bench scripts)::
     lab = Lab(prefix="drill-", network="hostmesh-drill", subnet="10.231.6.0/24",
               nodes=["node1", "node2", "node3"])
     lab.up()      # containers <prefix><node> at .11, .12, ... ; waits for systemd
+    lab.up(ssh_dir="/tmp/inv/.hostmesh/ssh")   # ... and for SSH (see LabSsh)
     lab.down()    # removes containers, their anonymous volumes and the network
+
+SSH: the controller drives lab nodes as on real servers, over SSH as the
+non-root user ``admin`` (passwordless sudo for ``become``). The image holds
+no SSH host keys: each container makes its own at first boot
+(``hostmesh-ssh-host-keys.service``). ``LabSsh`` keeps one key pair per lab
+in its state directory, installs the public key in each container and records
+the container's host keys in ``known_hosts`` there, reading them from the
+container's console (``docker exec``), never by trusting the first key the
+network offers. Inventories point Ansible at both files with host key
+checking on; a host key that changes afterwards stops the run.
 
 Only the Python standard library and the ``docker`` CLI are used, so the
 script runs before the project's virtualenv exists.
@@ -33,11 +47,21 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 IMAGE_REPO = "hostmesh-node"
 IMAGE = f"{IMAGE_REPO}:latest"
 SUITE = "bookworm"
 MIRROR = os.environ.get("HOSTMESH_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+
+# Bumped whenever _tune_rootfs changes what the image holds (it is part of the
+# image's hash tag, so the next `make image` rebuilds).
+IMAGE_RECIPE = "2-ssh"
+
+# The non-root user the controller logs in as (passwordless sudo for become),
+# as on a rented Debian server.
+LAB_USER = "admin"
+LAB_UID = 1000
 
 # Everything the roles need on a node, baked in so converges stay fast.
 # The roles still declare (and install) what they use: real hosts start bare.
@@ -116,7 +140,7 @@ def docker_available() -> None:
 def package_hash(packages: list[str] | None = None) -> str:
     """Stable hash of what goes into the image (suite + sorted packages)."""
     pkgs = sorted(packages if packages is not None else PACKAGES)
-    data = "\n".join([SUITE, "minbase", *pkgs]).encode()
+    data = "\n".join([SUITE, "minbase", f"recipe-{IMAGE_RECIPE}", *pkgs]).encode()
     return hashlib.sha256(data).hexdigest()[:12]
 
 
@@ -222,6 +246,157 @@ def _tune_rootfs(rootfs: str) -> None:
         path = os.path.join(rootfs, name)
         if os.path.lexists(path):
             os.unlink(path)
+    _ssh_rootfs(rootfs)
+
+
+HOST_KEYS_UNIT = "hostmesh-ssh-host-keys.service"
+
+
+def _ssh_rootfs(rootfs: str) -> None:
+    """sshd without host keys (each container makes its own), and the lab user."""
+    # openssh-server's postinst generated host keys while debootstrap ran:
+    # baked in, every container would share them. ssh-keygen -A at boot makes
+    # the missing ones, so each container gets its own on first start and
+    # keeps them across restarts.
+    ssh_dir = os.path.join(rootfs, "etc/ssh")
+    for name in os.listdir(ssh_dir):
+        if name.startswith("ssh_host_"):
+            os.unlink(os.path.join(ssh_dir, name))
+    system = os.path.join(rootfs, "etc/systemd/system")
+    with open(os.path.join(system, HOST_KEYS_UNIT), "w") as fh:
+        fh.write("[Unit]\n"
+                 "Description=SSH host keys of this container (the image holds none)\n"
+                 "Before=ssh.service\n"
+                 "[Service]\n"
+                 "Type=oneshot\n"
+                 "ExecStart=/usr/bin/ssh-keygen -A\n"
+                 "RemainAfterExit=yes\n"
+                 "[Install]\n"
+                 "RequiredBy=ssh.service\n")
+    requires = os.path.join(system, "ssh.service.requires")
+    os.makedirs(requires, exist_ok=True)
+    link = os.path.join(requires, HOST_KEYS_UNIT)
+    if not os.path.lexists(link):
+        os.symlink(f"/etc/systemd/system/{HOST_KEYS_UNIT}", link)
+    with open(os.path.join(ssh_dir, "sshd_config.d", "hostmesh-lab.conf"), "w") as fh:
+        fh.write("# hostmesh lab: keys only, no root login (as on a hardened server)\n"
+                 "PasswordAuthentication no\n"
+                 "KbdInteractiveAuthentication no\n"
+                 "PermitRootLogin no\n")
+    # The login user: locked password ('*'), key-only, passwordless sudo.
+    proc = subprocess.run(
+        ["useradd", "--root", rootfs, "--create-home", "--uid", str(LAB_UID), "--user-group",
+         "--groups", "sudo", "--shell", "/bin/bash", "--password", "*", LAB_USER],
+        capture_output=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise LabError(f"useradd {LAB_USER} in the image failed: "
+                       f"{proc.stderr.decode(errors='replace').strip()}")
+    sudoers = os.path.join(rootfs, "etc/sudoers.d", f"90-{LAB_USER}")
+    with open(sudoers, "w") as fh:
+        fh.write(f"{LAB_USER} ALL=(ALL) NOPASSWD:ALL\n")
+    os.chmod(sudoers, 0o440)
+
+
+# ----------------------------------------------------------------------- ssh
+class LabSsh:
+    """The controller's SSH material for one lab, in one directory (0700):
+
+    ``id_ed25519`` (+ ``.pub``), the key the controller logs in with, made
+    once per lab; ``known_hosts``, the nodes' host keys, read from each
+    container's console (``docker exec``) and keyed by the node's address,
+    which is the inventory's ``ansible_host``.
+    """
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.dir = Path(directory)
+
+    @property
+    def key(self) -> Path:
+        return self.dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    def ssh_options(self) -> list[str]:
+        """The options every lab inventory gives Ansible (ansible_ssh_common_args)."""
+        return ["-o", f"UserKnownHostsFile={self.known_hosts}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes"]
+
+    def ensure_key(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
+        if self.key.exists() and self.key.with_suffix(".pub").exists():
+            return
+        for stale in (self.key, self.key.with_suffix(".pub")):
+            stale.unlink(missing_ok=True)
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "hostmesh-lab",
+              "-f", str(self.key)])
+
+    def provision(self, nodes: dict[str, str], timeout: float = 60.0) -> None:
+        """Give each container (name -> address) the lab's public key, record
+        its host keys, and wait until SSH logs in with both."""
+        self.ensure_key()
+        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+            keys = list(pool.map(lambda c: self._install(c, timeout), nodes))
+        self._record({nodes[c]: k for c, k in zip(nodes, keys)})
+        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+            list(pool.map(lambda a: self.wait(a, timeout), nodes.values()))
+
+    def _install(self, container: str, timeout: float) -> list[str]:
+        """Authorize the lab key for LAB_USER; return the container's host public keys."""
+        pub = self.key.with_suffix(".pub").read_bytes()
+        home = f"/home/{LAB_USER}/.ssh"
+        script = (f"install -d -m 0700 -o {LAB_USER} -g {LAB_USER} {home}; "
+                  f"cat > {home}/authorized_keys.new; "
+                  f"chown {LAB_USER}:{LAB_USER} {home}/authorized_keys.new; "
+                  f"chmod 0600 {home}/authorized_keys.new; "
+                  f"mv {home}/authorized_keys.new {home}/authorized_keys")
+        _run(["docker", "exec", "-i", container, "sh", "-euc", script], input_=pub)
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = _run(["docker", "exec", container, "sh", "-c",
+                         "cat /etc/ssh/ssh_host_*_key.pub"], check=False)
+            lines = [ln for ln in proc.stdout.decode().splitlines() if ln.strip()]
+            if proc.returncode == 0 and lines:
+                return [" ".join(ln.split()[:2]) for ln in lines]
+            if time.monotonic() > deadline:
+                raise LabError(f"{container} has no SSH host keys after {timeout:.0f}s "
+                               f"(is {HOST_KEYS_UNIT} in the image? rebuild it: "
+                               "scripts/lab.py image --force)")
+            time.sleep(0.5)
+
+    def _record(self, host_keys: dict[str, list[str]]) -> None:
+        """Replace the known_hosts lines of these addresses, keep the others."""
+        kept = []
+        if self.known_hosts.exists():
+            kept = [ln for ln in self.known_hosts.read_text().splitlines()
+                    if ln.split(" ", 1)[0] not in host_keys]
+        lines = kept + [f"{addr} {key}" for addr, keys in host_keys.items() for key in keys]
+        tmp = self.known_hosts.with_suffix(".tmp")
+        tmp.write_text("".join(f"{ln}\n" for ln in lines))
+        tmp.chmod(0o644)
+        tmp.replace(self.known_hosts)
+
+    def ssh_command(self, address: str, *command: str) -> list[str]:
+        return ["ssh", "-i", str(self.key), *self.ssh_options(), "-o", "BatchMode=yes",
+                "-o", "ConnectTimeout=5", "-o", "ControlMaster=no", "-o", "ControlPath=none",
+                f"{LAB_USER}@{address}", *command]
+
+    def wait(self, address: str, timeout: float = 60.0) -> None:
+        """Until `ssh admin@address sudo -n true` works with the recorded host key."""
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = _run(["timeout", "15", *self.ssh_command(address, "sudo", "-n", "true")],
+                        check=False)
+            if proc.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                err = proc.stderr.decode(errors="replace").strip()
+                raise LabError(f"ssh {LAB_USER}@{address} does not work after "
+                               f"{timeout:.0f}s: {err}")
+            time.sleep(0.5)
 
 
 # ----------------------------------------------------------------------- lab
@@ -252,7 +427,9 @@ class Lab:
         return [self.container(n) for n in self.nodes]
 
     # ---- lifecycle
-    def up(self, timeout: float = 120.0) -> None:
+    def up(self, timeout: float = 120.0, ssh_dir: str | os.PathLike | None = None) -> None:
+        """Start the nodes and wait for systemd; with ``ssh_dir``, also give
+        them that lab's SSH key and record their host keys there (LabSsh)."""
         docker_available()
         if not image_exists(self.image):
             ensure_image()
@@ -264,6 +441,13 @@ class Lab:
         bad = [f"{n}: {s}" for n, s in zip(self.nodes, states) if s not in ("running", "degraded")]
         if bad:
             raise LabError("systemd did not come up in: " + ", ".join(bad))
+        if ssh_dir is not None:
+            self.ssh(ssh_dir).provision(
+                {self.container(n): self.address(n) for n in self.nodes}, timeout)
+
+    @staticmethod
+    def ssh(ssh_dir: str | os.PathLike) -> LabSsh:
+        return LabSsh(ssh_dir)
 
     def down(self) -> None:
         docker_available()
@@ -341,6 +525,9 @@ def _lab_from_args(args: argparse.Namespace) -> Lab:
                nodes=[n for n in args.nodes.split(",") if n])
 
 
+DEFAULT_SSH_DIR = Path(__file__).resolve().parent.parent / "inventory" / "lab" / ".hostmesh" / "ssh"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -353,6 +540,14 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--network", default="hostmesh-lab")
         p.add_argument("--subnet", default="10.231.1.0/24")
         p.add_argument("--nodes", default="node1,node2,node3")
+        if name == "up":
+            p.add_argument("--ssh-dir", default=str(DEFAULT_SSH_DIR),
+                           help="the lab's SSH key and known_hosts (default: %(default)s)")
+    ssh = sub.add_parser("ssh", help="give running containers the lab's SSH key and record "
+                                     "their host keys (molecule's create uses it)")
+    ssh.add_argument("--ssh-dir", required=True)
+    ssh.add_argument("--timeout", type=float, default=60.0)
+    ssh.add_argument("nodes", nargs="+", metavar="CONTAINER=ADDRESS")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "image":
@@ -363,9 +558,18 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "up":
             lab = _lab_from_args(args)
             started = time.monotonic()
-            lab.up()
+            lab.up(ssh_dir=args.ssh_dir)
             print(f"lab up: {', '.join(lab.containers)} on {lab.network} ({lab.subnet}) "
                   f"in {time.monotonic() - started:.1f}s")
+        elif args.cmd == "ssh":
+            pairs = [n.partition("=") for n in args.nodes]
+            bad = [n for n, sep, addr in pairs if not sep or not addr]
+            if bad:
+                raise LabError(f"expected CONTAINER=ADDRESS, got {', '.join(bad)}")
+            docker_available()
+            LabSsh(args.ssh_dir).provision({n: a for n, _, a in pairs}, args.timeout)
+            print(f"ssh ready: {', '.join(a for _, _, a in pairs)} "
+                  f"(known_hosts: {LabSsh(args.ssh_dir).known_hosts})")
         elif args.cmd == "down":
             _lab_from_args(args).down()
             print("lab down")

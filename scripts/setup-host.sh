@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make a Debian host ready for hostmesh development, the lab and CI:
-#   - Debian packages: docker.io, debootstrap, wireguard-tools, python3-venv
+#   - Debian packages: docker.io, debootstrap, wireguard-tools, openssh-client, python3-venv
 #   - the Docker engine running (dockerd started in the background if needed)
 #   - .venv with the project installed (`pip install -e '.[dev]'`), refreshed
 #     only when pyproject.toml changed (stamp file .venv/.hostmesh-setup)
@@ -27,9 +27,11 @@ declare -A WANT=(
   [dockerd]=docker.io
   [debootstrap]=debootstrap
   [wg]=wireguard-tools
+  [ssh]=openssh-client  # the controller drives lab nodes over SSH
+  [ssh-keygen]=openssh-client
 )
 missing_pkgs=()
-for cmd in docker dockerd debootstrap wg; do
+for cmd in docker dockerd debootstrap wg ssh ssh-keygen; do
   # debootstrap and dockerd live in /usr/sbin, often not on a user's PATH
   if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
     pkg="${WANT[$cmd]}"

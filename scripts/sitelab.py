@@ -2,7 +2,11 @@
 
 Builds on scripts/lab.py: starts a `Lab` and writes an inventory for it that
 is the embedded lab inventory (inventory/lab/group_vars) with this lab's
-container names and addresses, so site.yml runs on it unchanged.
+addresses, so site.yml runs on it unchanged, over SSH: the lab's key pair and
+known_hosts sit in the inventory's state dir (`ssh_dir(inventory)`):
+
+    inventory = write_inventory(lab, tmp / "inventory")
+    lab.up(ssh_dir=ssh_dir(inventory))
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def write_inventory(lab: Lab, dest: Path) -> Path:
     def host(node: str) -> dict:
         address = lab.address(node)
         return {
-            "ansible_host": lab.container(node),
+            "ansible_host": address,
             "hostmesh_public_ip": address,
             "wireguard_endpoint": address,
         }
@@ -52,6 +56,12 @@ def write_inventory(lab: Lab, dest: Path) -> Path:
     # JSON is YAML: no PyYAML needed before the venv exists.
     (dest / "hosts.yml").write_text(json.dumps(inventory, indent=2) + "\n")
     return dest
+
+
+def ssh_dir(inventory: Path) -> Path:
+    """Where the lab's SSH key and known_hosts live for `inventory`
+    (`hostmesh_lab_ssh_dir` in inventory/lab/group_vars)."""
+    return inventory / ".hostmesh" / "ssh"
 
 
 def ansible_env(**extra: str) -> dict[str, str]:

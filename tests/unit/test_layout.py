@@ -203,8 +203,9 @@ def test_lab_inventory_groups():
     assert sorted(inv["hostmesh_nodes"]["children"]) == ["hostmesh_primary", "hostmesh_secondary"]
     hostvars = inv["_meta"]["hostvars"]
     for i in (1, 2, 3):
-        assert hostvars[f"node{i}"]["ansible_connection"] == "docker"
-        assert hostvars[f"node{i}"]["ansible_host"] == f"hostmesh-lab-node{i}"
+        assert hostvars[f"node{i}"]["ansible_connection"] == "ssh"
+        assert hostvars[f"node{i}"]["ansible_host"] == f"10.231.1.1{i}"
+        assert hostvars[f"node{i}"]["hostmesh_lab"] is True
 
 
 def test_example_inventory_parses_with_one_primary():

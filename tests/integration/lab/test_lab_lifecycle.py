@@ -80,3 +80,56 @@ def test_network_with_another_subnet_is_refused(two_nodes):
         assert not set(two_nodes.containers) & snapshot()[0], "nothing may start"
     finally:
         docker("network", "rm", NETWORK)
+
+
+def ssh(access, address: str, *command: str, user: str = "admin") -> subprocess.CompletedProcess:
+    cmd = access.ssh_command(address, *command)
+    cmd[cmd.index(f"admin@{address}")] = f"{user}@{address}"
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_ssh_own_host_keys_recorded_from_the_console(two_nodes, tmp_path):
+    # The image ships no host keys (they would be shared by every container).
+    assert "ssh_host_" not in docker("run", "--rm", lab.IMAGE, "ls", "/etc/ssh")
+
+    ssh_dir = tmp_path / "ssh"
+    two_nodes.up(ssh_dir=ssh_dir)
+    access = lab.LabSsh(ssh_dir)
+    assert ssh_dir.stat().st_mode & 0o777 == 0o700
+    assert access.key.stat().st_mode & 0o777 == 0o600
+    keys = {
+        c: docker("exec", c, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").split()[1]
+        for c in two_nodes.containers
+    }
+    assert len(set(keys.values())) == 2, "each container has its own host key"
+    known = access.known_hosts.read_text().splitlines()
+    for node in two_nodes.nodes:
+        assert f"{two_nodes.address(node)} ssh-ed25519 {keys[two_nodes.container(node)]}" in known
+
+    addr = two_nodes.address("node1")
+    proc = ssh(access, addr, "sudo", "-n", "id", "-un")
+    assert (proc.returncode, proc.stdout.strip()) == (0, "root"), proc.stderr
+    assert ssh(access, addr, "id", "-un").stdout.strip() == "admin"
+    root = ssh(access, addr, "true", user="root")
+    assert root.returncode == 255 and "Permission denied" in root.stderr
+
+    # A restart keeps the container's keys; up() again changes nothing.
+    docker("restart", "hostmesh-found-node1")
+    two_nodes.up(ssh_dir=ssh_dir)
+    assert access.known_hosts.read_text().splitlines() == known
+
+    # A changed host key is refused ...
+    docker(
+        "exec",
+        "hostmesh-found-node1",
+        "sh",
+        "-c",
+        "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A && systemctl restart ssh.service",
+    )
+    changed = ssh(access, addr, "true")
+    assert changed.returncode == 255
+    assert "Host key verification failed" in changed.stderr, changed.stderr
+    # ... until the lab reads the new one from the console.
+    two_nodes.up(ssh_dir=ssh_dir)
+    assert ssh(access, addr, "true").returncode == 0
+    assert access.known_hosts.read_text().splitlines() != known

@@ -12,7 +12,13 @@ restoring the cluster before the next:
   keep succeeding; started again it is online and serving;
 - the primary's agent restarted: Traefik on every node served throughout;
 - the primary's host rebooted: no registration lost, every node online again;
-- a node cut from the mesh is routed around.
+- a node cut from the mesh is routed around;
+- a node whose SSH host key changed stops the run before anything changes,
+  with a message that says what to do.
+
+The controller drives the nodes over SSH (user `admin`, become), with host
+key checking on: the key pair and known_hosts are in the drill inventory's
+state dir, the host keys read from each container's console by scripts/lab.py.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -38,6 +45,7 @@ from sitelab import (
     changed_tasks,
     recap,
     run_playbook,
+    ssh_dir,
     stop_local_cloudflare,
     write_inventory,
 )
@@ -220,8 +228,8 @@ def start_node(node: str) -> None:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Site:
     LAB.down()
-    LAB.up()
     inventory = write_inventory(LAB, tmp_path_factory.mktemp("drill") / "inventory")
+    LAB.up(ssh_dir=ssh_dir(inventory))
     state = inventory / ".hostmesh"
     try:
         first, _ = run_playbook(inventory, "site.yml", check=False)
@@ -232,9 +240,14 @@ def site(tmp_path_factory) -> Site:
             "plugin: hostmesh.cluster.nodes\n"
             f"url: http://{LAB.address('node1')}:8080\n"
             f"token: \"{{{{ lookup('ansible.builtin.file', '{state}/secrets/admin_token') }}}}\"\n"
+            # over SSH to the nodes' public addresses, with the lab's key and known_hosts
+            "ansible_host_source: public_ip\n"
             "compose:\n"
-            "  ansible_connection: \"'docker'\"\n"
-            f"  ansible_host: \"'{LAB.prefix}' ~ hostmesh_name\"\n"
+            "  ansible_user: \"'admin'\"\n"
+            '  ansible_become: "true"\n'
+            f"  ansible_ssh_private_key_file: \"'{ssh_dir(inventory)}/id_ed25519'\"\n"
+            f"  ansible_ssh_common_args: \"'-o UserKnownHostsFile={ssh_dir(inventory)}/known_hosts"
+            " -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes'\"\n"
         )
         yield Site(inventory, first, cfg)
     finally:
@@ -382,3 +395,86 @@ def test_no_secret_in_the_site_output(site):
     for f in secrets_dir.iterdir():
         assert oct(f.stat().st_mode & 0o777) == "0o600", f
     assert os.stat(secrets_dir).st_mode & 0o077 == 0
+
+
+# What the roles install on a node: a run that stopped in preflight leaves it as it was.
+WATCHED = ["/etc/hostmesh", "/etc/wireguard", "/etc/traefik", "/etc/systemd/system", "/opt"]
+
+
+def files_changed_since(node: str, marker: str) -> list[str]:
+    out = docker(
+        "exec",
+        LAB.container(node),
+        "find",
+        *WATCHED,
+        "-xdev",
+        "-newer",
+        marker,
+        "-type",
+        "f",
+        check=False,
+    ).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def test_changed_host_key_stops_the_run_before_any_change(site, tmp_path):
+    """node3's SSH host key is replaced (as if the server were reinstalled or
+    someone sat between us and it): site.yml stops in preflight on every node,
+    over Mitogen and over plain SSH, and says what to do."""
+    container = LAB.container("node3")
+    keys = "/etc/ssh/ssh_host_*_key*"
+    docker(
+        "exec", container, "sh", "-c", f"mkdir -p /root/hostkeys && cp -a {keys} /root/hostkeys/"
+    )
+    try:
+        docker(
+            "exec",
+            container,
+            "sh",
+            "-c",
+            f"rm -f {keys} && ssh-keygen -A && systemctl restart ssh.service",
+        )
+        marker = "/run/hostmesh-drill-marker"
+        for node in LAB.nodes:
+            on_node(node, "touch", marker)
+        record = site.inventory / ".hostmesh" / "wireguard.json"
+        record_before = record.read_bytes()
+        plain = ansible_env(
+            HOSTMESH_MITOGEN="0",
+            ANSIBLE_STRATEGY="ansible.builtin.linear",
+            # no SSH master from an earlier run may carry the old session over
+            ANSIBLE_SSH_CONTROL_PATH_DIR=str(tmp_path / "cp"),
+        )
+        for label, env in (("mitogen", None), ("plain ssh", plain)):
+            proc, _ = run_playbook(site.inventory, "site.yml", env=env, check=False)
+            out = proc.stdout + proc.stderr
+            assert proc.returncode != 0, (label, out[-3000:])
+            assert "node3 (10.231.6.13) offered an SSH host key that does not match" in out, (
+                label,
+                out[-3000:],
+            )
+            assert "ssh-keygen -R 10.231.6.13 -f " in out, out[-3000:]
+            assert "nothing was changed" in out
+            counts = recap(proc.stdout)
+            assert all(c.get("changed", 0) == 0 for c in counts.values()), (label, counts)
+            # Stopped in preflight: after the guard, no task ran on any host.
+            after = out.split("PLAY [Check every role's settings]", 1)[1]
+            assert re.search(r"^(ok|changed|skipping|fatal): \[", after, re.MULTILINE) is None, (
+                label,
+                after[:3000],
+            )
+        for node in LAB.nodes:
+            assert files_changed_since(node, marker) == [], node
+        assert record.read_bytes() == record_before
+    finally:
+        docker(
+            "exec",
+            container,
+            "sh",
+            "-c",
+            f"rm -f {keys} && cp -a /root/hostkeys/. /etc/ssh/ && systemctl restart ssh.service",
+        )
+    # The recorded key again: the run goes through and changes nothing.
+    proc, _ = run_playbook(site.inventory, "site.yml")
+    changed = {h: c["changed"] for h, c in recap(proc.stdout).items() if c.get("changed")}
+    assert changed == {}, changed_tasks(proc.stdout)
