@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "collections") not in sys.path:
     sys.path.insert(0, str(ROOT / "collections"))
 
-from ansible_collections.hostmesh.cluster.plugins.module_utils._traefik_config import (
+from ansible_collections.hostmesh.cluster.plugins.module_utils._atomic import write_atomic
+from ansible_collections.hostmesh.cluster.plugins.module_utils._traefik_build import (
     build_dynamic_config,
     render,
-    write_atomic,
 )
 
 WEB_PORT = 18080
@@ -160,7 +160,7 @@ class Node:
             failover_status=failover_status,
             mesh_keepalive=mesh_keepalive,
         )
-        write_atomic(str(self.dynamic_file), render(config))
+        write_atomic(str(self.dynamic_file), render(config), mode=0o644)
         return config
 
     def start(self) -> None:

@@ -17,9 +17,10 @@ import base64
 import os
 import re
 import secrets as _secrets
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from ansible_collections.hostmesh.cluster.plugins.module_utils._atomic import write_atomic
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 VAULT_HEADER = "$ANSIBLE_VAULT"
@@ -110,16 +111,7 @@ class SecretStore:
         data = self._encrypt(text) if encrypted else text
         if not data.endswith("\n"):
             data += "\n"
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, data, mode=0o600)
         return encrypted
 
     def _ensure_dir(self) -> None:

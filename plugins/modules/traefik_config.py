@@ -249,14 +249,18 @@ errors:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.hostmesh.cluster.plugins.module_utils._traefik_config import (
-    ConfigError,
-    build_dynamic_config,
+from ansible_collections.hostmesh.cluster.plugins.module_utils._atomic import (
     read_text,
-    render,
-    validate_dynamic_config,
-    validate_registry,
     write_atomic,
+)
+from ansible_collections.hostmesh.cluster.plugins.module_utils._traefik_build import (
+    build_dynamic_config,
+    render,
+    validate_registry,
+)
+from ansible_collections.hostmesh.cluster.plugins.module_utils._traefik_validate import (
+    ConfigError,
+    validate_dynamic_config,
 )
 
 
@@ -346,7 +350,7 @@ def main():
     changed = before != content
     if changed and not module.check_mode:
         try:
-            write_atomic(path, content)
+            write_atomic(path, content, mode=0o644, keep_mode=True)
         except OSError as exc:
             module.fail_json(msg=f"Cannot write {path}: {exc}", path=path)
     file_args = module.load_file_common_arguments(module.params)

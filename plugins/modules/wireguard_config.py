@@ -126,9 +126,9 @@ peers:
 """
 
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.hostmesh.cluster.plugins.module_utils._atomic import write_atomic
 from ansible_collections.hostmesh.cluster.plugins.module_utils._wireguard import (
     decode_key,
     interface_section,
@@ -233,19 +233,7 @@ class ConfigFile:
                 "after": redact_config(wanted),
             }
         if result["changed"] and not self.module.check_mode:
-            directory = os.path.dirname(path) or "."
-            if not os.path.isdir(directory):
-                os.makedirs(directory, mode=0o700)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".wgconf-")
-            try:
-                os.fchmod(fd, 0o600)
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    handle.write(wanted)
-                self.module.atomic_move(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-            os.chmod(path, 0o600)
+            write_atomic(path, wanted, mode=0o600, dir_mode=0o700)
         return result
 
 

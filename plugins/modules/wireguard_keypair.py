@@ -111,9 +111,9 @@ rotated:
 """
 
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.hostmesh.cluster.plugins.module_utils._atomic import write_atomic
 from ansible_collections.hostmesh.cluster.plugins.module_utils._wireguard import (
     decode_key,
     generate_preshared_key,
@@ -154,19 +154,7 @@ class KeyPair:
         return public_key(key)
 
     def _write(self, key: str) -> None:
-        directory = os.path.dirname(self.path) or "."
-        if not os.path.isdir(directory):
-            os.makedirs(directory, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".wgkey-")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
-                handle.write(key + "\n")
-            self.module.atomic_move(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        os.chmod(self.path, 0o600)
+        write_atomic(self.path, key + "\n", mode=0o600, dir_mode=0o700)
 
     def present(self) -> dict:
         params = self.module.params

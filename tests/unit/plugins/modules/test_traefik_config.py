@@ -22,13 +22,15 @@ ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "collections"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ansible_collections.hostmesh.cluster.plugins.module_utils._traefik_config import (
-    ConfigError,
+from ansible_collections.hostmesh.cluster.plugins.module_utils._traefik_build import (
     build_dynamic_config,
-    parse_rule,
     render,
-    validate_dynamic_config,
     validate_registry,
+)
+from ansible_collections.hostmesh.cluster.plugins.module_utils._traefik_rules import parse_rule
+from ansible_collections.hostmesh.cluster.plugins.module_utils._traefik_validate import (
+    ConfigError,
+    validate_dynamic_config,
 )
 
 MODULE = ROOT / "plugins" / "modules" / "traefik_config.py"
