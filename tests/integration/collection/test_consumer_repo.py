@@ -176,7 +176,8 @@ def test_node_module_registers_on_a_real_primary_and_is_idempotent(consumer, pri
         url: {primary.url}
         token: "{{{{ lookup('ansible.builtin.env', 'HOSTMESH_ADMIN_TOKEN') }}}}"
         name: consumer-node
-        api_endpoint: http://127.0.0.99:8080
+        api_endpoint: http://10.50.0.99:{primary.port}
+        wireguard_ip: 10.50.0.99
         api_key: {node_key('consumer-node')}
         labels:
           zone: eu
@@ -188,14 +189,15 @@ def test_node_module_registers_on_a_real_primary_and_is_idempotent(consumer, pri
     assert "api_key" not in result["node"]
     nodes = {n["name"]: n for n in primary.admin().list_nodes()}
     assert nodes["consumer-node"]["labels"] == {"zone": "eu"}
-    assert nodes["consumer-node"]["api_endpoint"] == "http://127.0.0.99:8080"
+    assert nodes["consumer-node"]["api_endpoint"] == f"http://10.50.0.99:{primary.port}"
 
     again, changed = consumer.playbook(task, **env)
     assert again["changed"] is False and changed == 0, again
 
 
 def test_nodes_inventory_plugin_lists_the_primary(consumer, primary):
-    node = {"name": "inv-node", "api_endpoint": "http://127.0.0.98:8080",
+    # a secondary is checked at its mesh address and the agent port
+    node = {"name": "inv-node", "api_endpoint": f"http://10.50.0.98:{primary.port}",
             "api_key": node_key("inv-node"), "labels": {"gpu": "true"},
             "wireguard_ip": "10.50.0.98"}
     admin = primary.admin()
