@@ -52,6 +52,14 @@ class BadResponse(HostmeshAPIError):
     """The server answered something that is not the expected JSON."""
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: the request carries credentials (admin token, node key)
+    that must reach the configured URL and nothing else."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError with the 3xx status
+
+
 @dataclass
 class Credentials:
     """Either an admin bearer token, or a node id + key, or nothing."""
@@ -94,6 +102,10 @@ class AgentClient:
             if not validate_certs:
                 self._ssl.check_hostname = False
                 self._ssl.verify_mode = ssl.CERT_NONE
+        handlers: list = [_NoRedirect()]
+        if self._ssl is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=self._ssl))
+        self._opener = urllib.request.build_opener(*handlers)
 
     # -- transport -----------------------------------------------------
 
@@ -121,10 +133,19 @@ class AgentClient:
         req = urllib.request.Request(url, data=data, method=method, headers=all_headers)
         try:
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl) as resp:
+                with self._opener.open(req, timeout=self.timeout) as resp:
                     status, raw = resp.status, resp.read()
             except urllib.error.HTTPError as exc:
                 status, raw = exc.code, exc.read()
+                if 300 <= status < 400:
+                    raise HostmeshAPIError(
+                        f"{method} {path}: {self.url} answered a redirect (HTTP {status}) "
+                        f"to {_redact(exc.headers.get('Location', '?'))}; hostmesh never "
+                        "follows a redirect, so the credentials go nowhere else: set the "
+                        "API URL to the agent's own address",
+                        url=url,
+                        status=status,
+                    ) from None
         # HTTPException: the agent went away in the middle of an answer
         # (IncompleteRead, RemoteDisconnected), including an error answer's body.
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
@@ -203,6 +224,19 @@ class AgentClient:
                 url=self.url + path,
             )
         return payload
+
+
+def _redact(location: str) -> str:
+    """A redirect target for a message: no user:password, no query, one line."""
+    try:
+        parts = urllib.parse.urlsplit(location)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        text = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    except ValueError:
+        text = "?"
+    return text.replace("\r", "").replace("\n", "")[:200]
 
 
 def _decode(raw: bytes, url: str, status: int) -> Any:

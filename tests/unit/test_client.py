@@ -163,7 +163,8 @@ def test_against_a_real_agent_app(tmp_path):
     cfg = config.finish(config.load({
         "NODE_IS_PRIMARY": "true", "NODE_NAME": "p", "DATA_DIR": str(tmp_path),
         "SERVER_ADDRESS": f"127.0.0.1:{port}", "ADMIN_TOKEN": SECRET,
-        "REGISTRATION_TOKEN": "r" * 40, "HEALTH_CHECK_INTERVAL": "3600"}))
+        "REGISTRATION_TOKEN": "r" * 40, "HEALTH_CHECK_INTERVAL": "3600",
+        "ALLOW_LOOPBACK_ENDPOINTS": "true"}))
     registry = Registry(cfg.database_path)
     registry.upsert_self(cfg.node_id, "p", cfg.api_endpoint, cfg.api_key, "t", None, None, {})
     server = uvicorn.Server(uvicorn.Config(build_app(AgentAPI(cfg, registry)), host="127.0.0.1",
@@ -192,7 +193,8 @@ def test_against_a_real_agent_app(tmp_path):
         with pytest.raises(NotFound):
             admin.get_node(node["id"])
         with pytest.raises(Conflict):
-            admin.create_node({"name": "n3", "api_endpoint": "http://a:1", "api_key": "m" * 40})
+            admin.create_node({"name": "n3", "api_endpoint": "http://127.0.0.4:1",
+                               "api_key": "m" * 40})
         assert admin.health()["role"] == "primary"
     finally:
         server.should_exit = True

@@ -2,13 +2,17 @@
 
 Every answer is JSON; errors are `{"error": "..."}` saying what is wrong and
 how to fix it. No key, token or hash of a node key appears in an answer or a
-log line (the primary's key hash, which secondaries need to verify it, is the
+log line (the primary's key hash, which secondaries pin to recognise it, is the
 one exception, and a hash of 32 random bytes reveals nothing).
+
+Node authentication answers the same 401 for an unknown node id and for a wrong
+key, so the API does not tell which ids exist.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import time
@@ -17,7 +21,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -26,10 +30,13 @@ from hostmesh.agent import security, validate
 from hostmesh.agent.config import Config
 from hostmesh.agent.health import HealthChecker
 from hostmesh.agent.openapi import document
-from hostmesh.agent.registry import NameTaken, Registry
+from hostmesh.agent.registry import Registry, RegistryError
 from hostmesh.agent.stats import SystemStats
 
 log = logging.getLogger("hostmesh.agent")
+
+
+_NO_NODE = "0" * 64  # compared against when the id is unknown: same work, same answer
 
 
 class ApiError(Exception):
@@ -48,10 +55,13 @@ async def read_json(request: Request, limit: int, *, required: bool = True) -> d
     """The request body as a JSON object, at most `limit` bytes."""
     check_length(request.headers.get("content-length"), limit)
     raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise ApiError(413, f"request body larger than {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                raise ApiError(413, f"request body larger than {limit} bytes")
+    except ClientDisconnect:  # gone, or cut by REQUEST_TIMEOUT: nobody reads the answer
+        raise ApiError(400, "client disconnected before sending the whole body") from None
     return parse_json(raw, required)
 
 
@@ -112,6 +122,8 @@ class AgentAPI:
         self.openapi = document(cfg.role)
         # a secondary: hashes of the primary keys it trusts (env + learned)
         self.trusted_primary_hashes: list[str] = list(cfg.primary_key_hashes)
+        self.primary_id: str | None = None  # a secondary: the pinned primary's id
+        self.verifier = security.ProofVerifier()
         self.registered = False
 
     # -- auth ------------------------------------------------------------
@@ -155,12 +167,20 @@ class AgentAPI:
         if header_id is not None and header_id != node_id:
             raise self.deny_raw(method, path, client,
                                 "X-Node-ID does not match the node in the path")
-        state = self.registry.key_state(node_id) if validate.ID_RE.match(node_id) else None
-        if state is None:
-            raise ApiError(404, f"unknown node {node_id}; register it again")
-        if not security.matches(key, state.valid_hashes(time.time())):
-            raise self.deny_raw(method, path, client, "wrong node key", node_id)
+        state = self.registry.key_state(node_id) if validate.ID_RE.fullmatch(node_id) else None
+        # the same answer (and the same work) for an unknown id and a wrong key
+        hashes = state.valid_hashes(time.time()) if state is not None else [_NO_NODE]
+        if not security.matches(key, hashes) or state is None:
+            raise self.deny_raw(method, path, client, "unknown node or wrong node key",
+                                loggable(node_id, 64))
         return node_id
+
+    def primary_proof_problem(self, request: Request) -> str | None:
+        """A secondary: None when the request carries a valid proof of the primary."""
+        return self.verifier.verify(
+            request.headers.get(security.PROOF_HEADER.lower()), request.method,
+            request.url.path, self.cfg.node_id,
+            [self.cfg.api_key, self.cfg.previous_api_key or ""], self.primary_id)
 
     # -- endpoints common to both roles ----------------------------------
 
@@ -170,9 +190,8 @@ class AgentAPI:
                 "version": __version__}
         if not self.cfg.is_primary:
             body["registered"] = self.registered
-            key = request.headers.get("x-node-api-key")
-            if key:
-                body["caller_verified"] = security.matches(key, self.trusted_primary_hashes)
+            if request.headers.get(security.PROOF_HEADER.lower()):
+                body["caller_verified"] = self.primary_proof_problem(request) is None
         return JSONResponse(body)
 
     async def openapi_json(self, request: Request) -> Response:
@@ -183,10 +202,11 @@ class AgentAPI:
             if not self.is_admin(request):
                 self.node_auth(request)
         elif not self.is_admin(request):
-            key = request.headers.get("x-node-api-key")
-            if not key or not security.matches(key, self.trusted_primary_hashes):
-                raise self.deny(request, "only the primary (X-Node-API-Key) or an admin "
-                                         "may read stats")
+            problem = self.primary_proof_problem(request)
+            if problem:
+                raise self.deny(request, "only the primary (with its proof header "
+                                         f"{security.PROOF_HEADER}) or an admin may read "
+                                         f"stats: {problem}")
         snapshot = await asyncio.to_thread(self.stats.snapshot)
         snapshot.update(node_id=self.cfg.node_id, name=self.cfg.node_name)
         return JSONResponse(snapshot)
@@ -210,15 +230,17 @@ class AgentAPI:
         except validate.Invalid as exc:
             raise ApiError(400, str(exc)) from None
         key = fields.pop("api_key")
+        self.check_endpoint(fields)
+        self.check_source(fields, client)
         node_id = fields.setdefault("id", str(uuid.uuid4()))
         state = self.registry.key_state(node_id)
-        now = time.time()
         if state is not None:
             if node_id == self.cfg.node_id:
                 raise ApiError(409, "this id belongs to the primary")
-            # re-registration: the caller must prove the node's current key
+            # re-registration: the caller must prove the node's *current* key (a previous
+            # key, still valid for heartbeats during the grace period, proves nothing here)
             proof = request.headers.get("x-node-api-key")
-            hashes = state.valid_hashes(now)
+            hashes = [state.key_hash]
             if not (security.matches(key, hashes) or security.matches(proof, hashes)):
                 raise self.deny(request, "re-registering an existing node needs its current "
                                          "key (send it in X-Node-API-Key)", node_id)
@@ -226,7 +248,7 @@ class AgentAPI:
                 node = self.registry.update_node(node_id, fields, new_key=key,
                                                  grace=self.cfg.key_grace_seconds,
                                                  mark_online=True)
-            except NameTaken as exc:
+            except RegistryError as exc:
                 raise ApiError(409, f"{exc}; choose another NODE_NAME or delete that node") \
                     from None
             log.info("node re-registered node=%s id=%s client=%s", fields["name"], node_id,
@@ -241,11 +263,41 @@ class AgentAPI:
                     raise self.deny(request, "registration token or invite is wrong, used "
                                              "or expired")
                 node = self.registry.insert_node(fields, key)
-        except NameTaken as exc:
+        except RegistryError as exc:
             raise ApiError(409, f"{exc}; choose another NODE_NAME or delete that node") from None
         log.info("node registered node=%s id=%s client=%s via=%s", fields["name"], node_id,
                  client, "token" if by_token else "invite")
         return JSONResponse({**node, **self._primary_info()}, status_code=201)
+
+    def check_endpoint(self, fields: dict) -> None:
+        """api_endpoint must be http://<wireguard_ip>:<agent port> inside MESH_SUBNET."""
+        try:
+            validate.mesh_endpoint(fields, subnet=self.cfg.mesh_subnet,
+                                   port=self.cfg.agent_port,
+                                   allow_loopback=self.cfg.allow_loopback_endpoints)
+        except validate.Invalid as exc:
+            raise ApiError(400, str(exc)) from None
+
+    def check_source(self, fields: dict, client: str) -> None:
+        """A registration comes from the mesh address it registers.
+
+        WireGuard lets a peer send only from its own mesh address, so a token holder
+        can register (or claim an id for) no address but its own, and every address
+        holds one node: nobody can take a planned node's id or address ahead of it.
+        With ALLOW_LOOPBACK_ENDPOINTS a loopback caller may register a loopback endpoint.
+        """
+        wg = fields.get("wireguard_ip")
+        try:
+            source = ipaddress.ip_address(client)
+        except ValueError:
+            source = None
+        if self.cfg.allow_loopback_endpoints and source is not None and source.is_loopback:
+            return
+        if wg is None or source is None or source != ipaddress.ip_address(wg):
+            raise ApiError(403, f"registration for mesh address {wg} must come from that "
+                                f"address (it came from {client}); a node registers itself "
+                                "over the mesh (PRIMARY_NODE_URL on the primary's mesh "
+                                "address)")
 
     async def heartbeat(self, request: Request) -> Response:
         node_id = request.path_params["node_id"]
@@ -263,6 +315,17 @@ class AgentAPI:
                     fields[key] = check(body[key])
         except validate.Invalid as exc:
             raise ApiError(400, str(exc)) from None
+        if "wireguard_ip" in fields:
+            # a heartbeat may repeat the mesh address, never change it
+            claimed = fields.pop("wireguard_ip")
+            state = self.registry.key_state(node_id)
+            stored = state.wireguard_ip if state is not None else None
+            if claimed is not None and (stored is None or ipaddress.ip_address(claimed)
+                                        != ipaddress.ip_address(stored)):
+                raise ApiError(409, f"wireguard_ip: this heartbeat says {claimed}, the "
+                                    f"registry has {stored}; a node's mesh address is set "
+                                    "by its registration or an admin, never by a heartbeat "
+                                    "(restart the agent to register again)")
         self.registry.heartbeat(node_id, fields)
         return {"status": "ok", "node_id": node_id, **self._primary_info()}
 
@@ -297,7 +360,7 @@ class AgentAPI:
 
     def _path_id(self, request: Request) -> str:
         node_id = request.path_params["node_id"]
-        if not validate.ID_RE.match(node_id):
+        if not validate.ID_RE.fullmatch(node_id):
             raise ApiError(404, f"no node with id {node_id!r}")
         return node_id
 
@@ -320,12 +383,13 @@ class AgentAPI:
         except validate.Invalid as exc:
             raise ApiError(400, str(exc)) from None
         key = fields.pop("api_key")
+        self.check_endpoint(fields)
         fields.setdefault("id", str(uuid.uuid4()))
         if self.registry.key_state(fields["id"]) is not None:
             raise ApiError(409, f"node {fields['id']} exists; use PUT /api/nodes/{{id}}")
         try:
             node = self.registry.insert_node(fields, key)
-        except NameTaken as exc:
+        except RegistryError as exc:
             raise ApiError(409, str(exc)) from None
         log.info("node created node=%s id=%s by=admin", node["name"], node["id"])
         return JSONResponse(node, status_code=201)
@@ -344,10 +408,20 @@ class AgentAPI:
             raise ApiError(409, "the primary's own record comes from its environment "
                                 "(NODE_NAME, NODE_API_KEY, ...); change it there")
         key = fields.pop("api_key", None)
+        if "api_endpoint" in fields or "wireguard_ip" in fields:
+            current = self.registry.get_node(node_id)
+            if current is None:
+                raise ApiError(404, "no such node")
+            merged = {"api_endpoint": fields.get("api_endpoint", current["api_endpoint"]),
+                      "wireguard_ip": fields.get("wireguard_ip", current["wireguard_ip"])}
+            self.check_endpoint(merged)
+            fields["api_endpoint"] = merged["api_endpoint"]
+            if merged["wireguard_ip"] is not None:
+                fields["wireguard_ip"] = merged["wireguard_ip"]
         try:
             node = self.registry.update_node(node_id, fields, new_key=key,
                                              grace=self.cfg.key_grace_seconds)
-        except NameTaken as exc:
+        except RegistryError as exc:
             raise ApiError(409, str(exc)) from None
         if node is None:
             raise ApiError(404, "no such node")

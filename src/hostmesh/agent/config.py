@@ -7,6 +7,7 @@ is started or written before the whole configuration is valid.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import math
 import os
@@ -23,8 +24,31 @@ DEFAULT_ENV_FILE = "/etc/hostmesh/agent.env"
 DEFAULT_DATA_DIR = "/var/lib/hostmesh"
 DEFAULT_BACKOFF = "0:30:online,3:120:offline,6:300:offline,11:900:unreachable,21:1800:unreachable"
 STATUSES = ("online", "offline", "unreachable")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Every validator matches the whole string (re.fullmatch): `$` would accept "web1\n".
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+DEFAULT_PORT = 8080
+DEFAULT_MESH_SUBNET = "10.50.0.0/24"
+# Host names the inventory plugin (plugins/inventory/nodes.py) could not turn into a
+# host without breaking the inventory or shadowing Ansible's own: Ansible's implicit
+# groups and localhost, and every group the plugin creates. Compared case-insensitively.
+RESERVED_NAMES = frozenset({
+    "all", "ungrouped", "localhost", "localhost.localdomain", "hostmesh_nodes",
+    "hostmesh_online", "hostmesh_offline", "hostmesh_unreachable", "hostmesh_unknown",
+    "hostmesh_primary", "hostmesh_secondary",
+})
+RESERVED_PREFIXES = ("hostmesh_",)  # hostmesh_label_*, hostmesh_app_*, hostmesh_<status>
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a node name, or None (format checked separately)."""
+    folded = name.lower()
+    if folded in RESERVED_NAMES or folded.startswith(RESERVED_PREFIXES):
+        return (f"{name!r} is reserved: it is an Ansible group name, localhost, or a group "
+                "the hostmesh inventory creates (hostmesh_*); choose another node name")
+    if security.is_ip(name):
+        return f"{name!r} is an IP address; a node name must be a host name"
+    return None
 
 
 class ConfigError(Exception):
@@ -74,6 +98,17 @@ class Config:
     registration_rate_window: float = 60.0
     max_body_bytes: int = 65536
     log_level: str = "INFO"
+    # issue 12/13: where the API listens and who may be checked / trusted
+    listen: list[tuple[str, int]] = field(default_factory=list)
+    agent_port: int = DEFAULT_PORT
+    mesh_subnet: ipaddress.IPv4Network | ipaddress.IPv6Network = field(
+        default_factory=lambda: ipaddress.ip_network(DEFAULT_MESH_SUBNET))
+    allow_loopback_endpoints: bool = False
+    allow_public_api: bool = False
+    trusted_proxies: list[str] = field(default_factory=list)
+    request_timeout: float = 10.0
+    idle_timeout: float = 5.0
+    max_connections: int = 4096
     generated: list[str] = field(default_factory=list)  # names of values generated+persisted
 
     @property
@@ -198,12 +233,78 @@ def parse_address(raw: str, name: str = "SERVER_ADDRESS") -> tuple[str, int]:
     raw = raw.strip()
     m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]*):(\d+)", raw)
     if not m:
-        raise ConfigError(f"{name}={raw!r}: expected host:port, e.g. 0.0.0.0:8080 or [::]:8080")
+        raise ConfigError(f"{name}={raw!r}: expected host:port, e.g. 10.50.0.1:8080 or "
+                          "[fd00::1]:8080 (a comma-separated list for several)")
     host = m.group(1) or m.group(3) or "0.0.0.0"
     port = int(m.group(2) or m.group(4))
     if not 0 < port < 65536:
         raise ConfigError(f"{name}={raw!r}: port must be 1-65535")
     return host, port
+
+
+WILDCARDS = ("0.0.0.0", "::")
+
+
+def parse_addresses(raw: str, name: str = "SERVER_ADDRESS") -> list[tuple[str, int]]:
+    """A comma-separated list of host:port ([addr]:port for IPv6), duplicates dropped."""
+    out: list[tuple[str, int]] = []
+    for item in raw.split(","):
+        if item.strip():
+            address = parse_address(item, name)
+            if address not in out:
+                out.append(address)
+    if not out:
+        raise ConfigError(f"{name} is empty; expected host:port[,host:port...]")
+    return out
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _in_subnet(host: str, subnet) -> bool:
+    try:
+        return ipaddress.ip_address(host) in subnet
+    except ValueError:
+        return False
+
+
+def _listen(env: dict[str, str], wg: str | None, allow_public: bool) -> tuple[
+        list[tuple[str, int]], int]:
+    """(addresses to listen on, the agent port) from SERVER_ADDRESS / SERVER_PORT."""
+    port_raw = (env.get("SERVER_PORT") or "").strip()
+    port = DEFAULT_PORT
+    if port_raw:
+        if not port_raw.isdigit() or not 0 < int(port_raw) < 65536:
+            raise ConfigError(f"SERVER_PORT={port_raw!r}: expected a port 1-65535")
+        port = int(port_raw)
+    raw = (env.get("SERVER_ADDRESS") or "").strip()
+    if raw:
+        listen = parse_addresses(raw)
+        if not port_raw:
+            port = listen[0][1]
+    elif wg:
+        listen = [(wg, port), ("127.0.0.1", port)]
+    else:
+        raise ConfigError(
+            "no mesh address to listen on: NODE_WIREGUARD_IP is not set, and the API listens "
+            "on the node's WireGuard address (and loopback) by default so that it is never "
+            "reachable from a public network; set NODE_WIREGUARD_IP to this node's mesh "
+            "address, or SERVER_ADDRESS explicitly (e.g. SERVER_ADDRESS=10.50.0.2:8080,"
+            "127.0.0.1:8080)")
+    wild = [h for h, _p in listen if h in WILDCARDS]
+    if wild and not allow_public:
+        raise ConfigError(
+            f"SERVER_ADDRESS listens on every address ({wild[0]}), so the API would answer "
+            "on public addresses too; list the mesh address and loopback instead (e.g. "
+            "SERVER_ADDRESS=10.50.0.2:8080,127.0.0.1:8080), or set ALLOW_PUBLIC_API=true "
+            "if a firewall keeps the port off public networks")
+    return listen, port
 
 
 def _url(value: str, name: str) -> str:
@@ -247,14 +348,31 @@ def load(env: dict[str, str]) -> Config:
     is_primary = _bool(env, "NODE_IS_PRIMARY", False)
     data_dir = Path(env.get("DATA_DIR") or DEFAULT_DATA_DIR)
     database_path = Path(env.get("DATABASE_PATH") or data_dir / "hostmesh.db")
-    host, port = parse_address(env.get("SERVER_ADDRESS") or "0.0.0.0:8080")
+    allow_public = _bool(env, "ALLOW_PUBLIC_API", False)
+    mesh_raw = (env.get("MESH_SUBNET") or DEFAULT_MESH_SUBNET).strip()
+    try:
+        mesh_subnet = ipaddress.ip_network(mesh_raw, strict=False)
+    except ValueError:
+        raise ConfigError(f"MESH_SUBNET={mesh_raw!r} is not a network; expected e.g. "
+                          f"{DEFAULT_MESH_SUBNET}") from None
+    wg = (env.get("NODE_WIREGUARD_IP") or "").strip() or None
+    if wg and not security.is_ip(wg):
+        raise ConfigError(f"NODE_WIREGUARD_IP={wg!r} is not an IP address")
+    if wg and not _in_subnet(wg, mesh_subnet):
+        raise ConfigError(f"NODE_WIREGUARD_IP={wg} is outside MESH_SUBNET={mesh_subnet}; "
+                          "set MESH_SUBNET to the mesh's network or fix the address")
+    listen, port = _listen(env, wg, allow_public)
+    host = listen[0][0]
 
     node_name = (env.get("NODE_NAME") or socket.gethostname().split(".")[0]).strip()
-    if not NAME_RE.match(node_name):
+    if not NAME_RE.fullmatch(node_name):
         raise ConfigError(f"NODE_NAME={node_name!r}: use letters, digits, '.', '_', '-' "
                           "(max 63, starting with a letter or digit)")
+    problem = name_problem(node_name)
+    if problem:
+        raise ConfigError(f"NODE_NAME: {problem}")
     node_id = (env.get("NODE_ID") or "").strip()
-    if node_id and not ID_RE.match(node_id):
+    if node_id and not ID_RE.fullmatch(node_id):
         raise ConfigError(f"NODE_ID={node_id!r}: use letters, digits, '.', '_', '-' (max 64)")
     api_key = env.get("NODE_API_KEY", "").strip()
     if api_key:
@@ -271,16 +389,23 @@ def load(env: dict[str, str]) -> Config:
     endpoint = (env.get("NODE_API_ENDPOINT") or "").strip()
     if endpoint:
         endpoint = _url(endpoint, "NODE_API_ENDPOINT")
-    elif host in ("0.0.0.0", "::", ""):
-        if not is_primary:
-            raise ConfigError(
-                "NODE_API_ENDPOINT is not set and SERVER_ADDRESS listens on all addresses: "
-                "set NODE_API_ENDPOINT to the URL the primary uses to reach this node, "
-                "e.g. http://10.50.0.2:8080"
-            )
-        endpoint = f"http://{socket.gethostname()}:{port}"
+    elif wg:
+        endpoint = f"http://{'[' + wg + ']' if ':' in wg else wg}:{port}"
     else:
-        endpoint = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        # the first address that is neither a wildcard nor loopback, else the first one
+        hosts = [(h, p) for h, p in listen if h not in WILDCARDS]
+        outward = [(h, p) for h, p in hosts if not _is_loopback_host(h)] or hosts
+        if not outward:
+            if not is_primary:
+                raise ConfigError(
+                    "NODE_API_ENDPOINT is not set and SERVER_ADDRESS listens on all "
+                    "addresses: set NODE_WIREGUARD_IP (the endpoint is then "
+                    "http://<NODE_WIREGUARD_IP>:<port>) or NODE_API_ENDPOINT, e.g. "
+                    "http://10.50.0.2:8080")
+            endpoint = f"http://{socket.gethostname()}:{port}"
+        else:
+            h, p = outward[0]
+            endpoint = f"http://{'[' + h + ']' if ':' in h else h}:{p}"
 
     primary_url = (env.get("PRIMARY_NODE_URL") or "").strip() or None
     if not is_primary:
@@ -291,6 +416,15 @@ def load(env: dict[str, str]) -> Config:
                 "on the primary)"
             )
         primary_url = _url(primary_url, "PRIMARY_NODE_URL")
+        from urllib.parse import urlsplit
+
+        primary_host = urlsplit(primary_url).hostname or ""
+        if not (_in_subnet(primary_host, mesh_subnet) or _is_loopback_host(primary_host)):
+            raise ConfigError(
+                f"PRIMARY_NODE_URL={primary_url}: the primary must be reached over the mesh "
+                f"(an address inside MESH_SUBNET={mesh_subnet}) or on loopback, never over a "
+                "public network; use the primary's WireGuard address, e.g. "
+                f"http://{next(mesh_subnet.hosts(), '10.50.0.1')}:{DEFAULT_PORT}")
 
     backoff_raw = env.get("BACKOFF_TABLE", "").strip()
     interval = _number(env, "HEALTH_CHECK_INTERVAL", 30.0, minimum=0.01)
@@ -312,11 +446,17 @@ def load(env: dict[str, str]) -> Config:
         if registration_token and "," in registration_token:
             registration_token = registration_token.split(",")[0].strip()
 
-    wg = (env.get("NODE_WIREGUARD_IP") or "").strip() or None
     pub = (env.get("NODE_PUBLIC_IP") or "").strip() or None
-    for value, name in ((wg, "NODE_WIREGUARD_IP"), (pub, "NODE_PUBLIC_IP")):
-        if value and not security.is_ip(value):
-            raise ConfigError(f"{name}={value!r} is not an IP address")
+    if pub and not security.is_ip(pub):
+        raise ConfigError(f"NODE_PUBLIC_IP={pub!r} is not an IP address")
+    proxies = _list(env, "TRUSTED_PROXIES")
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"TRUSTED_PROXIES: {proxy!r} is not an IP address or network; "
+                              "list the reverse proxies whose X-Forwarded-For is believed, "
+                              "e.g. TRUSTED_PROXIES=127.0.0.1") from None
 
     log_level = (env.get("LOG_LEVEL") or "INFO").strip().upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -359,6 +499,15 @@ def load(env: dict[str, str]) -> Config:
         registration_rate_window=float(m.group(2)),
         max_body_bytes=int(_number(env, "MAX_BODY_BYTES", 65536, minimum=1024, integer=True)),
         log_level=log_level,
+        listen=listen,
+        agent_port=port,
+        mesh_subnet=mesh_subnet,
+        allow_loopback_endpoints=_bool(env, "ALLOW_LOOPBACK_ENDPOINTS", False),
+        allow_public_api=allow_public,
+        trusted_proxies=proxies,
+        request_timeout=_number(env, "REQUEST_TIMEOUT", 10.0, minimum=0.1),
+        idle_timeout=_number(env, "IDLE_TIMEOUT", 5.0, minimum=0.1),
+        max_connections=int(_number(env, "MAX_CONNECTIONS", 4096, minimum=16, integer=True)),
     )
     return cfg
 
@@ -379,7 +528,7 @@ def finish(cfg: Config) -> Config:
             f"cannot use the data directory {cfg.data_dir}: {exc.strerror}; create it "
             "(mode 0700) or set DATA_DIR to a writable directory"
         ) from None
-    if not ID_RE.match(cfg.node_id):
+    if not ID_RE.fullmatch(cfg.node_id):
         raise ConfigError(f"the node id stored in {cfg.data_dir / 'node_id'} is invalid; "
                           "delete that file or set NODE_ID")
     return cfg

@@ -1,7 +1,9 @@
 """The primary's health checker: periodic, concurrent, per-node backoff.
 
-A check is `GET <api_endpoint>/api/health` sent with the primary's own node
-credentials (so a secondary can tell the real primary from anyone else); it
+A check is `GET <api_endpoint>/api/health` carrying no credential: only a
+proof (`X-Hostmesh-Primary-Proof`, see `security.primary_proof`) bound to that
+node, that path and that moment, which a secondary can verify and nobody can
+reuse against another node or replay. It
 succeeds on HTTP 200 with `status: healthy` and, when the answer names a
 node id, the id we expect (an address now used by another node is a failure).
 The probe is a minimal HTTP/1.1 client on asyncio streams: it keeps a sweep
@@ -18,6 +20,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from hostmesh.agent import security
 from hostmesh.agent.config import Config
 from hostmesh.agent.registry import Registry
 
@@ -110,10 +113,17 @@ class HealthChecker:
         self.registry = registry
         self.sem = asyncio.Semaphore(cfg.health_check_concurrency)
         self.in_flight: set[str] = set()
-        self.headers = {"X-Node-ID": cfg.node_id, "X-Node-API-Key": cfg.api_key}
         smallest = min(row.interval for row in cfg.backoff_table)
         self.tick = min(1.0, smallest / 2)
         self.sweeps = 0
+
+    def proof_headers(self, node_id: str, endpoint: str) -> dict[str, str]:
+        state = self.registry.key_state(node_id)
+        if state is None:
+            return {}
+        path = urlsplit(endpoint).path.rstrip("/") + "/api/health"
+        return {security.PROOF_HEADER: security.primary_proof(
+            state.key_hash, "GET", path, self.cfg.node_id, node_id)}
 
     def status_for(self, failures: int) -> str:
         return self.cfg.backoff_for(failures).status
@@ -132,7 +142,7 @@ class HealthChecker:
         self.in_flight.add(node_id)
         try:
             async with self.sem:
-                result = await probe(endpoint, node_id, self.headers,
+                result = await probe(endpoint, node_id, self.proof_headers(node_id, endpoint),
                                      self.cfg.health_check_timeout)
             stored = self.registry.record_check(node_id, result.ok, self.status_for)
         finally:

@@ -59,15 +59,25 @@ def load_environment(env_file: str | None,
 
 def summary(cfg: Config) -> str:
     return (f"role={cfg.role} node={cfg.node_name} id={cfg.node_id or '(generated at start)'} "
-            f"listen={cfg.host}:{cfg.port} endpoint={cfg.api_endpoint} "
+            f"listen={','.join(_hostport(h, p) for h, p in cfg.listen)} "
+            f"endpoint={cfg.api_endpoint} "
             + (f"database={cfg.database_path} " if cfg.is_primary else
                f"primary_url={cfg.primary_url} ")
             + f"data_dir={cfg.data_dir} version={__version__}")
 
 
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def setup_logging(level: str) -> None:
+    from hostmesh.agent.security import RepeatFilter
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    # repeated identical warnings/errors (a flood of bad clients, a full fd table) are
+    # written a few times per minute, then summarised
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

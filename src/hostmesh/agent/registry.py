@@ -52,6 +52,13 @@ MIGRATIONS: list[str] = [
     """,
     # 2: the health checker scans non-primary nodes on every tick
     "CREATE INDEX nodes_is_primary ON nodes (is_primary);",
+    # 3: names are unique case-insensitively and mesh addresses unique (checked in
+    # the writing transactions; plain indexes so an older database with such
+    # duplicates still opens, and the admin can clean it up)
+    """
+    CREATE INDEX nodes_name_nocase ON nodes (name COLLATE NOCASE);
+    CREATE INDEX nodes_wireguard_ip ON nodes (wireguard_ip);
+    """,
 ]
 
 PUBLIC_FIELDS = (
@@ -74,6 +81,10 @@ class NameTaken(RegistryError):
     status = 409
 
 
+class AddressTaken(RegistryError):
+    status = 409
+
+
 class DatabaseError(Exception):
     """The database file cannot be opened or migrated."""
 
@@ -90,6 +101,7 @@ class KeyState:
     key_hash: str
     prev_key_hash: str | None
     prev_key_expires: float | None
+    wireguard_ip: str | None = None
 
     def valid_hashes(self, now: float) -> list[str]:
         hashes = [self.key_hash]
@@ -174,7 +186,8 @@ class Registry:
         state = self._keys.get(node_id)
         if state is None:
             row = self.db.execute(
-                "SELECT key_hash, prev_key_hash, prev_key_expires FROM nodes WHERE id=?",
+                "SELECT key_hash, prev_key_hash, prev_key_expires, wireguard_ip FROM nodes "
+                "WHERE id=?",
                 (node_id,)).fetchone()
             if row is None:
                 return None
@@ -182,8 +195,27 @@ class Registry:
         return state
 
     def id_by_name(self, name: str) -> str | None:
-        row = self.db.execute("SELECT id FROM nodes WHERE name=?", (name,)).fetchone()
+        """The node whose name equals `name` ignoring case (names are unique that way)."""
+        row = self.db.execute("SELECT id FROM nodes WHERE name=? COLLATE NOCASE",
+                              (name,)).fetchone()
         return row[0] if row else None
+
+    def id_by_address(self, wireguard_ip: str) -> str | None:
+        row = self.db.execute("SELECT id FROM nodes WHERE wireguard_ip=?",
+                              (wireguard_ip,)).fetchone()
+        return row[0] if row else None
+
+    def _check_unique(self, node_id: str, fields: dict) -> None:
+        if "name" in fields:
+            other = self.id_by_name(fields["name"])
+            if other is not None and other != node_id:
+                raise NameTaken(f"name {fields['name']!r} is already used by node {other} "
+                                "(names are compared ignoring case)")
+        if fields.get("wireguard_ip"):
+            other = self.id_by_address(fields["wireguard_ip"])
+            if other is not None and other != node_id:
+                raise AddressTaken(f"mesh address {fields['wireguard_ip']} is already used by "
+                                   f"node {other}")
 
     def check_targets(self) -> list[tuple[str, str, str, int, float | None]]:
         """(id, name, api_endpoint, consecutive_failures, last_health_check) of secondaries."""
@@ -204,8 +236,9 @@ class Registry:
         now = time.time()
         with self._tx():
             # a node that used to hold our name (or an old primary row) gives way
-            self.db.execute("DELETE FROM nodes WHERE (name=? AND id<>?) OR (is_primary=1 AND id<>?)",
-                            (name, node_id, node_id))
+            self.db.execute("DELETE FROM nodes WHERE (name=? COLLATE NOCASE AND id<>?) "
+                            "OR (is_primary=1 AND id<>?) OR (wireguard_ip=? AND id<>?)",
+                            (name, node_id, node_id, wireguard_ip, node_id))
             self.db.execute(
                 "INSERT INTO nodes (id, name, api_endpoint, is_primary, status, key_hash, "
                 "last_seen, created_at, updated_at, wireguard_ip, public_ip, labels, version) "
@@ -223,9 +256,7 @@ class Registry:
         """Insert a new secondary; raises NameTaken."""
         now = time.time()
         with self._tx():
-            other = self.id_by_name(fields["name"])
-            if other is not None:
-                raise NameTaken(f"name {fields['name']!r} is already used by node {other}")
+            self._check_unique(fields["id"], fields)
             self.db.execute(
                 "INSERT INTO nodes (id, name, api_endpoint, is_primary, status, key_hash, "
                 "last_seen, created_at, updated_at, wireguard_ip, public_ip, labels, version) "
@@ -244,10 +275,7 @@ class Registry:
             state = self.key_state(node_id)
             if state is None:
                 return None
-            if "name" in fields:
-                other = self.id_by_name(fields["name"])
-                if other is not None and other != node_id:
-                    raise NameTaken(f"name {fields['name']!r} is already used by node {other}")
+            self._check_unique(node_id, fields)
             sets, args = [], []
             for key in ("name", "api_endpoint", "wireguard_ip", "public_ip", "version"):
                 if key in fields:
@@ -272,13 +300,15 @@ class Registry:
         return self.get_node(node_id)
 
     def heartbeat(self, node_id: str, fields: dict) -> None:
+        """A node is alive; `fields` may refresh its version and public address only
+        (its mesh address comes from registration or the admin, never a heartbeat)."""
         now = time.time()
         if not fields:
             self.db.execute(_HEARTBEAT, (now, node_id))
             return
         sets = ["status='online'", "consecutive_failures=0", "last_seen=?"]
         args: list = [now]
-        for key in ("version", "wireguard_ip", "public_ip"):
+        for key in ("version", "public_ip"):
             if key in fields:
                 sets.append(f"{key}=?")
                 args.append(fields[key])

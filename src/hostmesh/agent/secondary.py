@@ -6,11 +6,12 @@ import asyncio
 import json
 import logging
 import random
+import re
 import time
 
 from hostmesh import __version__
 from hostmesh.agent import security
-from hostmesh.agent.config import Config
+from hostmesh.agent.config import ID_RE, Config
 from hostmesh.module_utils._agent_client import (
     AgentClient,
     AuthRejected,
@@ -30,8 +31,18 @@ def retry_delay(attempt: int, initial: float, cap: float) -> float:
 
 
 def _reason(exc: HostmeshAPIError) -> str:
-    text = " ".join(str(exc).split())[:300]  # one line, whatever the server answered
+    return _quote(str(exc))
+
+
+def _quote(text: str) -> str:
+    text = " ".join(text.split())[:300]  # one line, whatever the server answered
     return '"' + text.replace('"', "'") + '"'
+
+
+def _hashes(value) -> list[str]:
+    if not isinstance(value, list):
+        return []
+    return [h.lower() for h in value if isinstance(h, str) and re.fullmatch(r"[0-9a-fA-F]{64}", h)]
 
 
 class Secondary:
@@ -53,27 +64,55 @@ class Secondary:
         self.primary_file = cfg.data_dir / PRIMARY_FILE
         self._load_primary()
 
-    # -- primary key hashes learned from the primary -----------------------
+    # -- the primary's identity, pinned ----------------------------------------
+    #
+    # The first registration answer pins the primary (its id and key hash) in
+    # DATA_DIR/primary.json; PRIMARY_KEY_SHA256 (set by the controller) pins the key
+    # before any contact. An answer from another primary is refused: this node does
+    # not register with it, and only the pinned primary's proofs are accepted.
 
     def _load_primary(self) -> None:
         try:
             data = json.loads(self.primary_file.read_text(encoding="utf-8"))
-            learned = [h for h in data.get("primary_key_sha256", []) if isinstance(h, str)]
-        except (OSError, ValueError, AttributeError):
-            learned = []
-        self._merge_hashes(learned, persist=False)
+        except (OSError, ValueError):
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        pid = data.get("primary_id")
+        self.pinned_id = pid if isinstance(pid, str) and ID_RE.fullmatch(pid) else None
+        self.pinned_hashes = _hashes(data.get("primary_key_sha256"))
+        self.api.primary_id = self.pinned_id
+        self.api.trusted_primary_hashes = list(self.cfg.primary_key_hashes or self.pinned_hashes)
 
-    def _merge_hashes(self, hashes: list, persist: bool = True) -> None:
-        hashes = [h for h in hashes if isinstance(h, str) and len(h) == 64]
-        if not hashes:
-            return
-        # env-provided hashes stay trusted; learned ones replace earlier learned ones
-        trusted = list(dict.fromkeys(self.cfg.primary_key_hashes + hashes))
-        if trusted != self.api.trusted_primary_hashes:
-            self.api.trusted_primary_hashes = trusted
-            if persist:
-                security.write_private(self.primary_file,
-                                       json.dumps({"primary_key_sha256": hashes}) + "\n")
+    def accept_primary(self, answer: dict) -> str | None:
+        """None when `answer` comes from the pinned primary (pinning it on first contact),
+        else why it is refused."""
+        pid = answer.get("primary_id")
+        hashes = _hashes(answer.get("primary_key_sha256"))
+        if not isinstance(pid, str) or not ID_RE.fullmatch(pid) or not hashes:
+            return "the answer does not say which primary it is (primary_id, primary_key_sha256)"
+        if self.cfg.primary_key_hashes:
+            if not set(hashes) & set(self.cfg.primary_key_hashes):
+                return ("the primary's key is not one of PRIMARY_KEY_SHA256; another machine "
+                        "answers at PRIMARY_NODE_URL, or the primary's key changed without "
+                        "the controller updating this node")
+        elif self.pinned_hashes and not set(hashes) & set(self.pinned_hashes):
+            return (f"the primary's key differs from the one pinned in {self.primary_file}; "
+                    "if the primary was replaced on purpose, delete that file (or set "
+                    "PRIMARY_KEY_SHA256) and restart this agent")
+        if self.pinned_id is not None and pid != self.pinned_id:
+            return (f"the primary answers as {pid}, not as the pinned {self.pinned_id}; if "
+                    f"the primary was replaced on purpose, delete {self.primary_file} and "
+                    "restart this agent")
+        if pid != self.pinned_id or hashes != self.pinned_hashes:
+            security.write_private(self.primary_file, json.dumps(
+                {"primary_id": pid, "primary_key_sha256": hashes}) + "\n")
+            if self.pinned_id is None:
+                log.info("primary pinned primary_id=%s file=%s", pid, self.primary_file)
+            self.pinned_id, self.pinned_hashes = pid, hashes
+        self.api.primary_id = pid
+        self.api.trusted_primary_hashes = list(self.cfg.primary_key_hashes or hashes)
+        return None
 
     # -- registration -------------------------------------------------------
 
@@ -108,7 +147,14 @@ class Secondary:
                             attempt, _reason(exc), delay)
                 await asyncio.sleep(delay)
                 continue
-            self._merge_hashes(answer.get("primary_key_sha256") or [])
+            refused = self.accept_primary(answer)
+            if refused:
+                delay = retry_delay(attempt, self.cfg.registration_retry_initial,
+                                    self.cfg.registration_retry_max)
+                log.error("auto-registration refused attempt=%d reason=%s retry_in=%.1fs",
+                          attempt, _quote(refused), delay)
+                await asyncio.sleep(delay)
+                continue
             self.api.registered = True
             log.info("auto-registration successful node=%s id=%s status=%d attempt=%d",
                      self.cfg.node_name, self.cfg.node_id, status, attempt)
@@ -133,7 +179,10 @@ class Secondary:
         except HostmeshAPIError as exc:
             log.warning("heartbeat failed reason=%s", _reason(exc))
             return False
-        self._merge_hashes(answer.get("primary_key_sha256") or [])
+        refused = self.accept_primary(answer)
+        if refused:
+            log.error("heartbeat answer refused reason=%s", _quote(refused))
+            return False
         return True
 
     async def run(self) -> None:

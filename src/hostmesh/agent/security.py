@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import os
 import re
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
 
-_PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
+_PRINTABLE = re.compile(r"[\x21-\x7e]+")  # used with fullmatch
 MIN_KEY_LEN = 32
 MAX_KEY_LEN = 256
 
@@ -47,14 +48,18 @@ def key_problem(key: object) -> str | None:
     """Why `key` is not acceptable as a node API key, or None."""
     if not isinstance(key, str):
         return "must be a string"
-    if not MIN_KEY_LEN <= len(key) <= MAX_KEY_LEN or not _PRINTABLE.match(key):
+    if not MIN_KEY_LEN <= len(key) <= MAX_KEY_LEN or not _PRINTABLE.fullmatch(key):
         return (f"must be {MIN_KEY_LEN}-{MAX_KEY_LEN} printable ASCII characters without spaces "
                 "(e.g. `openssl rand -hex 32`)")
     return None
 
 
+_IP_CHARS = re.compile(r"[0-9A-Fa-f.:]{2,45}")
+
+
 def is_ip(value: object) -> bool:
-    if not isinstance(value, str) or len(value) > 45:
+    """A plain IPv4/IPv6 address (no zone id: `fe80::1%eth0` could carry anything)."""
+    if not isinstance(value, str) or not _IP_CHARS.fullmatch(value):
         return False
     try:
         ipaddress.ip_address(value)
@@ -109,3 +114,123 @@ class RateLimiter:
             # still full of active clients: forget the oldest half rather than grow
             for client in list(self._hits)[: self.max_clients // 2]:
                 del self._hits[client]
+
+
+# -- the primary's proof towards a secondary ----------------------------------
+#
+# The primary never sends its own key to a secondary. Each call it makes (health
+# checks) carries a proof bound to that one node and that one moment: an HMAC,
+# keyed with the SHA-256 of the *node's* key (which the primary holds at rest and
+# the node knows), over the method, path, both ids, a timestamp and a random nonce.
+# A hostile node that receives its own proof learns nothing usable against another
+# node (another key), and a secondary refuses a replayed nonce or an old timestamp.
+
+PROOF_HEADER = "X-Hostmesh-Primary-Proof"
+PROOF_WINDOW = 60.0  # seconds either way of the secondary's clock
+_PROOF_RE = re.compile(r"v1 id=([A-Za-z0-9._-]{1,64}) node=([A-Za-z0-9._-]{1,64}) "
+                       r"ts=(\d{1,12}) nonce=([0-9a-f]{32}) sig=([0-9a-f]{64})")
+
+
+def _proof_sig(node_key_hash: str, method: str, path: str, primary_id: str, node_id: str,
+               ts: int, nonce: str) -> str:
+    message = f"hostmesh-primary-proof-v1\n{method}\n{path}\n{primary_id}\n{node_id}\n" \
+              f"{ts}\n{nonce}"
+    return hmac.new(node_key_hash.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def primary_proof(node_key_hash: str, method: str, path: str, primary_id: str,
+                  node_id: str, now: float | None = None) -> str:
+    """The proof header value for one call of the primary to one node."""
+    ts = int(time.time() if now is None else now)
+    nonce = secrets.token_hex(16)
+    sig = _proof_sig(node_key_hash, method, path, primary_id, node_id, ts, nonce)
+    return f"v1 id={primary_id} node={node_id} ts={ts} nonce={nonce} sig={sig}"
+
+
+class ProofVerifier:
+    """A secondary's check of the primary's proof (replays refused, memory bounded)."""
+
+    def __init__(self, max_nonces: int = 20000):
+        self.max_nonces = max_nonces
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def verify(self, header: str | None, method: str, path: str, node_id: str,
+               node_keys: list[str], primary_id: str | None,
+               now: float | None = None) -> str | None:
+        """None when the proof is good, else why not (for the log; no secret in it)."""
+        now = time.time() if now is None else now
+        if not header:
+            return "no primary proof"
+        m = _PROOF_RE.fullmatch(header.strip())
+        if not m:
+            return "malformed primary proof"
+        pid, nid, ts, nonce, sig = m.groups()
+        if primary_id is None:
+            return "no primary pinned yet (not registered)"
+        if not hmac.compare_digest(pid, primary_id):
+            return "proof from another primary id"
+        if nid != node_id:
+            return "proof made for another node"
+        if abs(now - int(ts)) > PROOF_WINDOW:
+            return "proof too old or from the future (check the clocks)"
+        ok = False
+        for key in node_keys:
+            if key:
+                expected = _proof_sig(sha256_hex(key), method, path, pid, nid, int(ts), nonce)
+                ok |= hmac.compare_digest(expected, sig)
+        if not ok:
+            return "bad primary proof signature"
+        while self._seen and (len(self._seen) >= self.max_nonces
+                              or next(iter(self._seen.values())) < now - 2 * PROOF_WINDOW):
+            self._seen.popitem(last=False)
+        if nonce in self._seen:
+            return "replayed primary proof"
+        self._seen[nonce] = now
+        return None
+
+
+# -- logs that an anonymous client cannot flood --------------------------------
+
+
+class RepeatFilter(logging.Filter):
+    """Let each distinct message through at most `burst` times per `window` seconds.
+
+    The rest are counted and summarised once the window ends ("suppressed N identical
+    messages"), so a client that makes the agent fail the same way a million times
+    writes a few lines, not hundreds of megabytes. Tracebacks of suppressed records
+    are dropped with them.
+    """
+
+    def __init__(self, burst: int = 5, window: float = 60.0, max_keys: int = 1000):
+        super().__init__()
+        self.burst = burst
+        self.window = window
+        self.max_keys = max_keys
+        self._state: OrderedDict[tuple, list] = OrderedDict()  # key -> [start, count]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string is logged as is
+            text = str(record.msg)
+        exc = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
+        key = (record.name, record.levelno, text[:300], exc)
+        now = time.monotonic()
+        state = self._state.get(key)
+        if state is not None and now - state[0] >= self.window:
+            suppressed = state[1] - self.burst
+            del self._state[key]
+            state = None
+            if suppressed > 0:
+                record.msg = (f"suppressed {suppressed} identical messages in the last "
+                              f"{self.window:g}s: %s")
+                record.args = (text,)
+        if state is None:
+            if len(self._state) >= self.max_keys:
+                self._state.popitem(last=False)
+            self._state[key] = [now, 1]
+            return True
+        state[1] += 1
+        return state[1] <= self.burst

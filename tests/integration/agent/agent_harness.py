@@ -49,8 +49,10 @@ class Agent:
 
     def start(self) -> Agent:
         self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        # extra["preexec_fn"]: e.g. lower the agent's file descriptor limit (tests/security)
         self.proc = subprocess.Popen(HOSTMESH, env=self.env, stdout=self.log_file,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT,
+                                     preexec_fn=self.extra.get("preexec_fn"))  # noqa: PLW1509
         return self
 
     def wait_ready(self, timeout: float = 15.0) -> Agent:
@@ -120,7 +122,8 @@ class Cluster:
             "DATA_DIR": str(data), "ADMIN_TOKEN": ADMIN_TOKEN,
             "REGISTRATION_TOKEN": REGISTRATION_TOKEN, "HEALTH_CHECK_INTERVAL": "0.5",
             "HEALTH_CHECK_TIMEOUT": "1", "REGISTRATION_RATE_LIMIT": "1000/60",
-            "LOG_LEVEL": "INFO", **env,
+            # every agent of these tests is on 127.0.0.x, not on a mesh address
+            "ALLOW_LOOPBACK_ENDPOINTS": "true", "LOG_LEVEL": "INFO", **env,
         }
         agent = Agent("primary", host, port, data, settings, self.root / "primary.log")
         self.agents.append(agent)
@@ -134,7 +137,8 @@ class Cluster:
         data = self.root / name
         settings = {
             **self.base_env(), "NODE_NAME": name, "SERVER_ADDRESS": f"{host}:{port}",
-            "DATA_DIR": str(data), "PRIMARY_NODE_URL": primary.url,
+            # the endpoint is this loopback listener even when a test sets NODE_WIREGUARD_IP
+            "NODE_API_ENDPOINT": f"http://{host}:{port}", "DATA_DIR": str(data), "PRIMARY_NODE_URL": primary.url,
             "REGISTRATION_TOKEN": REGISTRATION_TOKEN, "NODE_API_KEY": node_key(name),
             "REGISTRATION_RETRY_INITIAL": "0.2", "REGISTRATION_RETRY_MAX": "1",
             "STARTUP_HEARTBEAT_DELAY": "2", "HEARTBEAT_INTERVAL": "60", **env,

@@ -127,7 +127,7 @@ def test_wrong_key_is_rejected_and_logged_without_the_key(cluster):
         assert exc.status == 401
     log = primary.log()
     assert f"auth rejected method=POST path=/api/nodes/{node.node_id()}/heartbeat" in log
-    assert "reason=wrong_node_key" in log and "reason=wrong_admin_token" in log
+    assert "reason=unknown_node_or_wrong_node_key" in log and "reason=wrong_admin_token" in log
     for secret in (wrong, bad_admin, node.env["NODE_API_KEY"], REGISTRATION_TOKEN,
                    primary.env["ADMIN_TOKEN"]):
         assert secret not in log
@@ -286,26 +286,35 @@ def test_manual_check_bypasses_backoff(cluster):
     assert admin.check_node(primary.node_id())["node"]["status"] == "online"
 
 
-def test_secondary_verifies_the_primary_key(cluster):
+def test_secondary_verifies_the_primary_proof(cluster):
     import urllib.error
     import urllib.request
+
+    from hostmesh.agent import security
 
     primary = cluster.primary()
     node = cluster.secondary(primary, "verifier")
     wait_for(lambda: "auto-registration successful" in node.log(), 5, what="registered")
     primary_key = (primary.data_dir / "node_api_key").read_text().strip()
 
-    def stats(key):
-        req = urllib.request.Request(node.url + "/api/system/stats",
-                                     headers={"X-Node-API-Key": key})
+    def stats(headers):
+        req = urllib.request.Request(node.url + "/api/system/stats", headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=5) as resp:
                 return resp.status
         except urllib.error.HTTPError as exc:
             return exc.code
 
-    assert stats(primary_key) == 200
-    assert stats("x" * 40) == 401
+    # the primary's key itself opens nothing on a secondary (it is never sent anyway)
+    assert stats({"X-Node-API-Key": primary_key}) == 401
+    assert stats({"X-Node-ID": primary.node_id(), "X-Node-API-Key": primary_key}) == 401
+    # a fresh proof made with this node's key hash by the pinned primary id does, once
+    proof = {security.PROOF_HEADER: security.primary_proof(
+        security.sha256_hex(node.env["NODE_API_KEY"]), "GET", "/api/system/stats",
+        primary.node_id(), node.node_id())}
+    assert stats(proof) == 200
+    assert stats(proof) == 401  # replayed
+    assert stats({"X-Node-API-Key": "x" * 40}) == 401
     assert (node.data_dir / "primary.json").stat().st_mode & 0o777 == 0o600
 
 
@@ -316,9 +325,24 @@ def test_bad_configuration_exits_with_a_clear_message(cluster, tmp_path):
 
     env = {**cluster.base_env(), "NODE_NAME": "lost", "DATA_DIR": str(tmp_path / "d"),
            "NODE_API_ENDPOINT": "http://127.0.0.1:1"}
+    # no mesh address and no SERVER_ADDRESS: nothing safe to listen on (issue 12)
+    result = subprocess.run(HOSTMESH, check=False, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "no mesh address to listen on" in result.stderr
+    assert "set NODE_WIREGUARD_IP" in result.stderr and "SERVER_ADDRESS" in result.stderr
+    env["NODE_WIREGUARD_IP"] = "10.50.0.9"
     result = subprocess.run(HOSTMESH, check=False, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "PRIMARY_NODE_URL is not set" in result.stderr
+    # a secondary never reaches its primary over a public address
+    result = subprocess.run(HOSTMESH, check=False, capture_output=True, text=True, timeout=30,
+                            env={**env, "PRIMARY_NODE_URL": "http://203.0.113.10:8080"})
+    assert result.returncode == 2
+    assert "over the mesh" in result.stderr and "MESH_SUBNET=10.50.0.0/24" in result.stderr
+    # every address only on purpose
+    result = subprocess.run(HOSTMESH, check=False, capture_output=True, text=True, timeout=30,
+                            env={**env, "NODE_IS_PRIMARY": "true", "SERVER_ADDRESS": "0.0.0.0:8080"})
+    assert result.returncode == 2 and "ALLOW_PUBLIC_API=true" in result.stderr
     env_file = tmp_path / "agent.env"
     env_file.write_text("NODE_IS_PRIMARY=true\nBACKOFF_TABLE=1:30:online\n")
     result = subprocess.run(HOSTMESH + ["--env-file", str(env_file)], check=False, env=env,

@@ -79,6 +79,8 @@ class Agent:
             **self.env,
             "DATA_DIR": str(self.data_dir),
             "SERVER_ADDRESS": f"{self.address}:{self.port}",
+            # this loopback listener, even when NODE_WIREGUARD_IP is set
+            "NODE_API_ENDPOINT": self.url,
             "NODE_NAME": self.name,
         }
         # the agent reads /etc/hostmesh/agent.env when it exists: point it at ours
@@ -167,6 +169,7 @@ class Cluster:
             1,
             {
                 "NODE_IS_PRIMARY": "true",
+                "ALLOW_LOOPBACK_ENDPOINTS": "true",  # every agent here is on 127.8.x.y
                 "ADMIN_TOKEN": self.admin_token,
                 "REGISTRATION_TOKEN": self.registration_token,
                 **env,

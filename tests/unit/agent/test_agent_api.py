@@ -38,7 +38,10 @@ def make(tmp_path, primary=True, **extra):
         registry.upsert_self(cfg.node_id, cfg.node_name, cfg.api_endpoint, cfg.api_key, "t",
                              None, None, {})
     api = AgentAPI(cfg, registry)
-    return api, TestClient(build_app(api), raise_server_exceptions=False)
+    # requests come from node2's mesh address: registrations must come from the address
+    # they register
+    return api, TestClient(build_app(api), raise_server_exceptions=False,
+                           client=("10.50.0.2", 40000))
 
 
 @pytest.fixture
@@ -83,8 +86,8 @@ def test_register_new_then_again(primary):
 
 def test_register_errors(primary):
     assert register(primary, token="wrong" * 8).status_code == 401
-    resp = primary.post("/api/nodes/register", json={"name": "x", "api_endpoint": "http://a:1",
-                                                     "api_key": KEY1})
+    resp = primary.post("/api/nodes/register", json={
+        "name": "x", "api_endpoint": "http://10.50.0.2:8080", "api_key": KEY1})
     assert resp.status_code == 401
     assert register(primary, name="bad name").status_code == 400
     assert register(primary, key="short").status_code == 400
@@ -126,8 +129,17 @@ def test_heartbeat(primary):
     other = {"X-Node-ID": "other", "X-Node-API-Key": KEY1}
     assert primary.post("/api/nodes/sec/heartbeat", headers=other).status_code == 401
     assert primary.post("/api/nodes/sec/heartbeat").status_code == 401
-    assert primary.post("/api/nodes/nope/heartbeat",
-                        headers={"X-Node-API-Key": KEY1}).status_code == 404
+    # an unknown id answers exactly like a wrong key
+    unknown = primary.post("/api/nodes/nope/heartbeat", headers={"X-Node-API-Key": KEY1})
+    wrong = primary.post("/api/nodes/sec/heartbeat", headers={"X-Node-API-Key": KEY2})
+    assert unknown.status_code == wrong.status_code == 401
+    assert unknown.json() == wrong.json()
+    # the mesh address may be repeated, never changed, by a heartbeat
+    assert primary.post("/api/nodes/sec/heartbeat", headers=node,
+                        json={"wireguard_ip": "10.50.0.2"}).status_code == 200
+    resp = primary.post("/api/nodes/sec/heartbeat", headers=node,
+                        json={"wireguard_ip": "10.50.0.3"})
+    assert resp.status_code == 409 and "never by a heartbeat" in resp.json()["error"]
     assert primary.post("/api/nodes/sec/heartbeat", headers=node,
                         json={"public_ip": "x"}).status_code == 400
     # the primary's own key cannot heartbeat for it (it is always online anyway)
@@ -144,8 +156,11 @@ def test_admin_crud(primary):
     assert resp.status_code == 201
     node_id = resp.json()["id"]
     assert primary.post("/api/nodes", headers=AUTH, json={
-        "id": node_id, "name": "x2", "api_endpoint": "http://a:1", "api_key": KEY2}
+        "id": node_id, "name": "x2", "api_endpoint": "http://10.50.0.10:8080", "api_key": KEY2}
     ).status_code == 409
+    assert primary.post("/api/nodes", headers=AUTH, json={
+        "name": "x3", "api_endpoint": "http://169.254.169.254:8080", "api_key": KEY2}
+    ).status_code == 400
     resp = primary.put(f"/api/nodes/{node_id}", headers=AUTH,
                        json={"labels": {"role": "db"}, "api_key": KEY1})
     assert resp.status_code == 200 and resp.json()["labels"] == {"role": "db"}
@@ -218,11 +233,31 @@ def test_secondary_api(tmp_path):
     resp = client.get("/api/nodes")
     assert resp.status_code == 404 and "primary" in resp.json()["error"]
     assert client.get("/api/system/stats").status_code == 401
+    # the primary's key itself is worth nothing to a secondary: only a fresh proof is
     assert client.get("/api/system/stats", headers={"X-Node-API-Key": PKEY}).status_code == 401
-    api.trusted_primary_hashes = [__import__("hashlib").sha256(PKEY.encode()).hexdigest()]
-    assert client.get("/api/system/stats", headers={"X-Node-API-Key": PKEY}).status_code == 200
-    assert client.get("/api/health", headers={"X-Node-API-Key": PKEY}).json()[
+    from hostmesh.agent import security
+
+    node_hash = security.sha256_hex(PKEY)  # this secondary's own key (make() uses PKEY)
+
+    def proof(path, node_id="sec", key_hash=node_hash):
+        return {security.PROOF_HEADER: security.primary_proof(key_hash, "GET", path, "prim",
+                                                              node_id)}
+
+    assert client.get("/api/system/stats", headers=proof("/api/system/stats")).status_code \
+        == 401  # no primary pinned yet
+    api.primary_id = "prim"
+    good = proof("/api/system/stats")
+    assert client.get("/api/system/stats", headers=good).status_code == 200
+    assert client.get("/api/system/stats", headers=good).status_code == 401  # replayed
+    assert client.get("/api/system/stats", headers=proof("/api/health")).status_code == 401
+    assert client.get("/api/system/stats",
+                      headers=proof("/api/system/stats", node_id="other")).status_code == 401
+    assert client.get("/api/system/stats", headers=proof(
+        "/api/system/stats", key_hash=security.sha256_hex(KEY1))).status_code == 401
+    assert client.get("/api/health", headers=proof("/api/health")).json()[
         "caller_verified"] is True
+    assert client.get("/api/health", headers=proof("/api/system/stats")).json()[
+        "caller_verified"] is False
     assert set(client.get("/openapi.json").json()["paths"]) == {"/api/health",
                                                                 "/api/system/stats"}
 
@@ -253,3 +288,39 @@ def test_log_lines_cannot_be_forged_through_the_path(primary, caplog):
         primary.get("/api/nodes/x%0Aauth%20rejected%20fake=1", headers={"Authorization": "x"})
     lines = [r.getMessage() for r in caplog.records if "auth rejected" in r.getMessage()]
     assert lines and all("\n" not in line and " fake=1" not in line for line in lines)
+
+
+@pytest.mark.parametrize("name", ["all", "ALL", "ungrouped", "localhost", "LocalHost",
+                                  "hostmesh_online", "hostmesh_nodes", "hostmesh_primary",
+                                  "hostmesh_label_gpu", "hostmesh_app_whoami", "127.0.0.1",
+                                  "web1\n", "web1\n\n"])
+def test_reserved_and_malformed_names_are_refused(primary, name):
+    resp = register(primary, name=name)
+    assert resp.status_code == 400, resp.text
+    assert "name" in resp.json()["error"]
+
+
+def test_names_are_unique_ignoring_case(primary):
+    assert register(primary, name="web1", id="w1").status_code == 201
+    resp = primary.post("/api/nodes", headers=AUTH, json={
+        "name": "WEB1", "api_endpoint": "http://10.50.0.3:8080", "api_key": KEY2})
+    assert resp.status_code == 409 and "ignoring case" in resp.json()["error"]
+
+
+@pytest.mark.parametrize("endpoint", [
+    "http://169.254.169.254:8080", "http://[::1]:22", "http://10.50.0.2:22",
+    "http://10.50.0.3:8080", "https://10.50.0.2:8080", "http://10.50.0.2:8080/x",
+    "http://node2:8080", "http://10.60.0.2:8080"])
+def test_endpoints_off_the_mesh_are_refused(primary, endpoint):
+    resp = register(primary, api_endpoint=endpoint, wireguard_ip="10.50.0.2")
+    assert resp.status_code == 400 and "mesh" in resp.json()["error"], resp.text
+
+
+def test_registration_must_come_from_its_mesh_address(primary):
+    resp = register(primary, api_endpoint="http://10.50.0.7:8080")
+    assert resp.status_code == 403 and "must come from that address" in resp.json()["error"]
+    resp = register(primary, id="first")
+    assert resp.status_code == 201 and resp.json()["wireguard_ip"] == "10.50.0.2"
+    # the same address cannot hold a second node (an id claimed ahead of its node)
+    resp = register(primary, name="planned", id="planned-id", key=KEY2)
+    assert resp.status_code == 409 and "mesh address" in resp.json()["error"]

@@ -13,7 +13,7 @@ from hostmesh.agent.config import ConfigError
 
 def primary_env(tmp_path, **extra):
     return {"NODE_IS_PRIMARY": "true", "NODE_NAME": "node1", "DATA_DIR": str(tmp_path),
-            **extra}
+            "NODE_WIREGUARD_IP": "10.50.0.1", **extra}
 
 
 def secondary_env(tmp_path, **extra):
@@ -25,7 +25,9 @@ def secondary_env(tmp_path, **extra):
 def test_primary_defaults(tmp_path):
     cfg = config.load(primary_env(tmp_path))
     assert cfg.is_primary and cfg.role == "primary"
-    assert (cfg.host, cfg.port) == ("0.0.0.0", 8080)
+    # the mesh address and loopback, never every address
+    assert cfg.listen == [("10.50.0.1", 8080), ("127.0.0.1", 8080)]
+    assert cfg.api_endpoint == "http://10.50.0.1:8080" and cfg.agent_port == 8080
     assert cfg.database_path == tmp_path / "hostmesh.db"
     assert [(r.min_failures, r.interval, r.status) for r in cfg.backoff_table] == [
         (0, 30, "online"), (3, 120, "offline"), (6, 300, "offline"), (11, 900, "unreachable"),
@@ -83,15 +85,69 @@ def test_secondary_requires_primary_url(tmp_path):
 
 def test_secondary_on_all_addresses_needs_endpoint(tmp_path):
     with pytest.raises(ConfigError, match="NODE_API_ENDPOINT"):
-        config.load(secondary_env(tmp_path, SERVER_ADDRESS="0.0.0.0:8080"))
+        config.load(secondary_env(tmp_path, SERVER_ADDRESS="0.0.0.0:8080",
+                                  ALLOW_PUBLIC_API="true"))
     cfg = config.load(secondary_env(tmp_path))
     assert cfg.api_endpoint == "http://10.50.0.2:8080"
+
+
+def test_no_mesh_address_fails_with_how_to_fix_it(tmp_path):
+    env = secondary_env(tmp_path)
+    del env["SERVER_ADDRESS"]
+    with pytest.raises(ConfigError, match="no mesh address to listen on") as err:
+        config.load(env)
+    assert "NODE_WIREGUARD_IP" in str(err.value) and "SERVER_ADDRESS" in str(err.value)
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0:8080", "[::]:8080", ":8080",
+                                     "10.50.0.2:8080,0.0.0.0:8080"])
+def test_wildcard_needs_allow_public_api(tmp_path, address):
+    with pytest.raises(ConfigError, match="ALLOW_PUBLIC_API=true") as err:
+        config.load(secondary_env(tmp_path, SERVER_ADDRESS=address))
+    assert "public" in str(err.value)
+    cfg = config.load(secondary_env(tmp_path, SERVER_ADDRESS=address, ALLOW_PUBLIC_API="true",
+                                    NODE_WIREGUARD_IP="10.50.0.2"))
+    assert cfg.allow_public_api
+
+
+def test_server_address_list_and_port(tmp_path):
+    cfg = config.load(secondary_env(tmp_path, SERVER_ADDRESS="10.50.0.2:9000, [fd00::2]:9000,"
+                                    "127.0.0.1:9000"))
+    assert cfg.listen == [("10.50.0.2", 9000), ("fd00::2", 9000), ("127.0.0.1", 9000)]
+    assert cfg.agent_port == 9000 and cfg.api_endpoint == "http://10.50.0.2:9000"
+    env = secondary_env(tmp_path, NODE_WIREGUARD_IP="10.50.0.5", SERVER_PORT="9100")
+    del env["SERVER_ADDRESS"]
+    cfg = config.load(env)
+    assert cfg.listen == [("10.50.0.5", 9100), ("127.0.0.1", 9100)]
+    assert cfg.api_endpoint == "http://10.50.0.5:9100"
+
+
+@pytest.mark.parametrize("url", ["http://203.0.113.5:8080", "http://primary.example.org:8080",
+                                 "http://10.60.0.1:8080"])
+def test_secondary_reaches_the_primary_over_the_mesh_only(tmp_path, url):
+    with pytest.raises(ConfigError, match="PRIMARY_NODE_URL") as err:
+        config.load(secondary_env(tmp_path, PRIMARY_NODE_URL=url))
+    assert "MESH_SUBNET=10.50.0.0/24" in str(err.value)
+
+
+def test_mesh_subnet(tmp_path):
+    cfg = config.load(secondary_env(tmp_path, MESH_SUBNET="10.60.0.0/16",
+                                    PRIMARY_NODE_URL="http://10.60.3.1:8080"))
+    assert str(cfg.mesh_subnet) == "10.60.0.0/16"
+    for url in ("http://127.0.0.1:8080", "http://[::1]:8080", "http://localhost:8080"):
+        assert config.load(secondary_env(tmp_path, PRIMARY_NODE_URL=url)).primary_url == url
+    with pytest.raises(ConfigError, match="MESH_SUBNET"):
+        config.load(secondary_env(tmp_path, MESH_SUBNET="ten"))
+    with pytest.raises(ConfigError, match="outside MESH_SUBNET"):
+        config.load(secondary_env(tmp_path, NODE_WIREGUARD_IP="192.168.1.2"))
 
 
 @pytest.mark.parametrize(("name", "value"), [
     ("NODE_IS_PRIMARY", "maybe"), ("SERVER_ADDRESS", "8080"), ("SERVER_ADDRESS", "h:99999"),
     ("HEARTBEAT_INTERVAL", "soon"), ("HEARTBEAT_INTERVAL", "-1"), ("HEARTBEAT_INTERVAL", "nan"),
-    ("NODE_NAME", "bad name"), ("NODE_ID", "../etc"), ("NODE_API_KEY", "short"),
+    ("NODE_NAME", "bad name"), ("NODE_NAME", "node2\nx"), ("NODE_NAME", "localhost"),
+    ("NODE_NAME", "hostmesh_online"), ("NODE_ID", "../etc"), ("NODE_ID", "id\nx"),
+    ("NODE_API_KEY", "short"), ("TRUSTED_PROXIES", "a proxy"), ("SERVER_PORT", "http"),
     ("PRIMARY_NODE_URL", "10.50.0.1:8080"), ("REGISTRATION_RATE_LIMIT", "lots"),
     ("NODE_WIREGUARD_IP", "10.50.0.300"), ("NODE_LABELS", "a b=c"), ("LOG_LEVEL", "LOUD"),
 ])
@@ -102,7 +158,8 @@ def test_bad_values_name_the_variable(tmp_path, name, value):
 
 def test_ipv6_address_and_labels(tmp_path):
     cfg = config.load(secondary_env(tmp_path, SERVER_ADDRESS="[fd00::2]:8080",
-                                    NODE_LABELS="zone=eu,gpu"))
+                                    NODE_LABELS="zone=eu,gpu", MESH_SUBNET="fd00::/64",
+                                    PRIMARY_NODE_URL="http://[fd00::1]:8080"))
     assert (cfg.host, cfg.port) == ("fd00::2", 8080)
     assert cfg.api_endpoint == "http://[fd00::2]:8080"
     assert cfg.labels == {"zone": "eu", "gpu": "true"}

@@ -86,6 +86,7 @@ def test_probe_keeps_the_endpoint_path_prefix():
 def test_checker_schedules_by_backoff(tmp_path):
     cfg = config.load({"NODE_IS_PRIMARY": "true", "NODE_NAME": "p", "NODE_ID": "p",
                        "NODE_API_KEY": "k" * 40, "DATA_DIR": str(tmp_path),
+                       "SERVER_ADDRESS": "127.0.0.1:8080",
                        "BACKOFF_TABLE": "0:10:online,3:100:offline"})
     registry = Registry(cfg.database_path)
     registry.upsert_self("p", "p", "http://127.0.0.1:1", "k" * 40, "t", None, None, {})
