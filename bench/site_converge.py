@@ -101,8 +101,8 @@ def main() -> int:
     lab.down()
     try:
         with tempfile.TemporaryDirectory(prefix="hostmesh-bench-") as tmp:
+            lab.up(ssh_dir=ssh_dir(Path(tmp) / "inventory"))
             inventory = write_inventory(lab, Path(tmp) / "inventory")
-            lab.up(ssh_dir=ssh_dir(inventory))
             try:
                 m = measure(inventory, Path(tmp))
             finally:

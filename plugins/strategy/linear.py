@@ -11,9 +11,11 @@ description:
   - Runs tasks exactly like C(ansible.builtin.linear).
   - When the Python package C(mitogen) is importable on the controller and
     E(HOSTMESH_MITOGEN) is not V(0), the run goes through Mitogen's
-    C(mitogen_linear) instead, which on the hostmesh lab makes a no-op
-    converge several times faster. Hosts must then use a connection name
-    Mitogen knows (C(ssh), C(docker), C(local), ...).
+    C(mitogen_linear) instead, which on the hostmesh lab (driven over SSH,
+    as real servers) makes a no-op converge several times faster. Hosts must
+    then use a connection name Mitogen knows (C(ssh), C(local), ...).
+  - Mitogen checks host keys like plain SSH as long as host key checking is
+    on (with it off, Mitogen passes C(UserKnownHostsFile=/dev/null) to ssh).
   - Turn Mitogen off with E(HOSTMESH_MITOGEN=0), or pick another strategy
     (C(--strategy), E(ANSIBLE_STRATEGY)=V(ansible.builtin.linear)).
 version_added: 0.1.0

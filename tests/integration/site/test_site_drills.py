@@ -228,8 +228,9 @@ def start_node(node: str) -> None:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Site:
     LAB.down()
-    inventory = write_inventory(LAB, tmp_path_factory.mktemp("drill") / "inventory")
-    LAB.up(ssh_dir=ssh_dir(inventory))
+    dest = tmp_path_factory.mktemp("drill") / "inventory"
+    LAB.up(ssh_dir=ssh_dir(dest))
+    inventory = write_inventory(LAB, dest)
     state = inventory / ".hostmesh"
     try:
         first, _ = run_playbook(inventory, "site.yml", check=False)
