@@ -8,40 +8,17 @@ never yields a guess: the caller then leaves the records alone.
 
 from __future__ import annotations
 
-import ipaddress
 import urllib.error
 import urllib.request
 
+# The one parser of a detector's answer, shared with the ddns role's
+# `hostmesh.cluster.detected_ip` filter (plugins/module_utils/_public_ip.py).
+from hostmesh.module_utils._public_ip import DetectionFailed, parse_detector_body
+
+__all__ = ["DEFAULT_DETECTOR_URL", "DetectionFailed", "detect_public_ip", "parse_detector_body"]
+
 DEFAULT_DETECTOR_URL = "https://cloudflare.com/cdn-cgi/trace"
 MAX_BODY = 64 * 1024
-
-
-class DetectionFailed(Exception):
-    """The public address could not be determined; the message says why."""
-
-
-def parse_detector_body(body: str, version: int | None = None) -> str:
-    """Extract the address from a trace-style or plain body; check its family."""
-    text = body.strip()
-    candidate = None
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip() == "ip":
-            candidate = value.strip()
-            break
-    if candidate is None:
-        candidate = text if "\n" not in text else ""
-    try:
-        ip = ipaddress.ip_address(candidate)
-    except ValueError:
-        shown = text[:80].replace("\n", "\\n")
-        raise DetectionFailed(
-            f"the detector's answer holds no IP address (expected 'ip=<address>' or a bare "
-            f"address, got {shown!r})"
-        ) from None
-    if version is not None and ip.version != version:
-        raise DetectionFailed(f"the detector answered {ip}, which is not an IPv{version} address")
-    return str(ip)
 
 
 def detect_public_ip(url: str = DEFAULT_DETECTOR_URL, *, version: int | None = 4,
