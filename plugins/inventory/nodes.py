@@ -181,6 +181,10 @@ notes:
     credentials); the cache holds no secret. When the primary cannot be reached but a cached
     node list is still valid, that list is used and a warning says so.
   - An unreachable primary fails fast (O(timeout)); the error names the URL and the cause.
+  - A node record that cannot become a host is skipped with a warning, never failing the whole
+    inventory - a record that is not an object or has no name, a name that is not a host name,
+    a name that is a group name (V(all), V(ungrouped), V(hostmesh_*), the label groups) or
+    localhost, an address that is not one, or a name already used ignoring case.
 seealso:
   - name: hostmesh design
     description: The agent's HTTP API and the inventory contract.
@@ -580,31 +584,40 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
         seen: dict[str, str] = {}
         for index, node in enumerate(nodes):
-            if not isinstance(node, Mapping):
-                raise AnsibleParserError(
-                    f"{self.NAME}: node #{index} of the primary's answer is a "
-                    f"{type(node).__name__}, not an object"
-                )
+            # one bad record (a hostile or broken primary's) is skipped with a warning;
+            # it never fails the whole inventory
+            problem = _record_problem(node, label_prefix)
+            if problem is None:
+                ansible_host = self._ansible_host(node, host_source)
+                if ansible_host and not _valid_host(ansible_host):
+                    problem = f"its {host_source} {_shown(ansible_host)} is not an address"
+            if problem is not None:
+                display.warning(f"{self.NAME}: skipping node #{index} of the primary's "
+                                f"answer: {problem}")
+                continue
             hostvars = self._hostvars(node, index)
             label_groups = hostvars.pop("_label_groups")
             name = hostvars["hostmesh_name"]
             status = hostvars["hostmesh_status"]
             if statuses and status not in statuses:
                 continue
-            if name in seen:
+            if name.lower() in seen:
                 display.warning(
-                    f"{self.NAME}: two nodes are named {name!r} (ids {seen[name]} and "
-                    f"{hostvars['hostmesh_node_id']}); keeping the first"
+                    f"{self.NAME}: two nodes are named {name!r} (ids {seen[name.lower()]} and "
+                    f"{hostvars['hostmesh_node_id']}; names are compared ignoring case); "
+                    "keeping the first"
                 )
+                continue
+            if name.lower() in {g.lower() for g in self.inventory.groups}:
+                display.warning(f"{self.NAME}: skipping node {name!r}: a group has that name")
                 continue
             if not self._filter_host(name, hostvars, filters):
                 continue
-            seen[name] = hostvars["hostmesh_node_id"]
+            seen[name.lower()] = hostvars["hostmesh_node_id"]
 
             self.inventory.add_host(name)
             for key, value in hostvars.items():
                 self.inventory.set_variable(name, key, value)
-            ansible_host = self._ansible_host(node, host_source)
             if ansible_host:
                 self.inventory.set_variable(name, "ansible_host", make_unsafe(ansible_host))
 
@@ -700,6 +713,41 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             ) from None
         finally:
             templar.available_variables = old
+
+
+# What a node record must look like to become a host (the agent's own rules:
+# hostmesh/agent/config.py NAME_RE/ID_RE and RESERVED_NAMES); matched whole.
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_RESERVED = frozenset({"all", "ungrouped", "localhost", "localhost.localdomain", "127.0.0.1",
+                       "::1", PARENT_GROUP, *STATUS_GROUPS, *ROLE_GROUPS, "hostmesh_unknown"})
+_ADDRESS = re.compile(r"[0-9A-Fa-f.:]{2,45}|[A-Za-z0-9]([A-Za-z0-9-]{0,62})"
+                      r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?")
+
+
+def _shown(value) -> str:
+    """A value from the API, safe to put in a one-line warning."""
+    return repr(value)[:80]
+
+
+def _record_problem(node, label_prefix: str) -> str | None:
+    """Why this node record cannot become a host, or None."""
+    if not isinstance(node, Mapping):
+        return f"it is a {type(node).__name__}, not an object"
+    name = node.get("name") or node.get("id")
+    if not name or not isinstance(name, str):
+        return f"it has neither a name nor an id (keys: {sorted(map(str, node))[:20]})"
+    if not _HOST_NAME.fullmatch(name):
+        return f"its name {_shown(name)} is not a host name"
+    folded = name.lower()
+    if folded in _RESERVED or folded.startswith("hostmesh_") \
+            or (label_prefix and folded.startswith(label_prefix.lower())):
+        return (f"its name {_shown(name)} is a group name or localhost, which would break "
+                "or take over the inventory")
+    return None
+
+
+def _valid_host(value) -> bool:
+    return isinstance(value, str) and bool(_ADDRESS.fullmatch(value))
 
 
 class _Unreachable(AnsibleError):

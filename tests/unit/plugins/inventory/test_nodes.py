@@ -363,16 +363,41 @@ def test_bad_json(tmp_path):
         run(tmp_path, FakeClient(error=err))
 
 
+GOOD = {"id": "g1", "name": "good", "status": "online", "wireguard_ip": "10.50.0.2"}
+
+
 @pytest.mark.parametrize(
-    ("nodes", "message"),
+    ("bad", "message"),
     [
-        ([["not", "an", "object"]], "node #0 .* is a list, not an object"),
-        ([{"status": "online"}], "neither a name nor an id"),
+        (["not", "an", "object"], "is a list, not an object"),
+        ({"status": "online"}, "neither a name nor an id"),
+        ({"id": "x1", "name": "all"}, "group name or localhost"),
+        ({"id": "x2", "name": "ungrouped"}, "group name or localhost"),
+        ({"id": "x3", "name": "localhost", "wireguard_ip": "10.50.0.9"}, "localhost"),
+        ({"id": "x4", "name": "LocalHost"}, "localhost"),
+        ({"id": "x5", "name": "hostmesh_online"}, "group name"),
+        ({"id": "x6", "name": "hostmesh_nodes"}, "group name"),
+        ({"id": "x7", "name": "hostmesh_label_gpu"}, "group name"),
+        ({"id": "x8", "name": "hostmesh_app_web"}, "group name"),
+        ({"id": "x9", "name": "web1\n"}, "not a host name"),
+        ({"id": "y1", "name": "a b"}, "not a host name"),
+        ({"id": "y2", "name": "web9", "wireguard_ip": "10.0.0.1 -o ProxyCommand=x"},
+         "not an address"),
     ],
 )
-def test_unexpected_node_records(tmp_path, nodes, message):
-    with pytest.raises(AnsibleError, match=message):
-        run(tmp_path, FakeClient(nodes))
+def test_a_bad_record_is_skipped_with_a_warning(tmp_path, capsys, bad, message):
+    inv = run(tmp_path, FakeClient([bad, GOOD]))
+    assert sorted(inv.hosts) == ["good"]
+    assert group_hosts(inv, "hostmesh_online") == ["good"]
+    err = " ".join(capsys.readouterr().err.split())
+    assert "skipping node #0" in err and message in err, err
+
+
+def test_names_differing_in_case_keep_the_first(tmp_path, capsys):
+    inv = run(tmp_path, FakeClient([GOOD, {**GOOD, "id": "g2", "name": "GOOD"}]))
+    assert sorted(inv.hosts) == ["good"]
+    assert hostvars(inv, "good")["hostmesh_node_id"] == "g1"
+    assert "ignoring case" in " ".join(capsys.readouterr().err.split())
 
 
 # -- cache -----------------------------------------------------------------------------
