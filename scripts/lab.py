@@ -353,7 +353,14 @@ class LabSsh:
                   f"chown {LAB_USER}:{LAB_USER} {home}/authorized_keys.new; "
                   f"chmod 0600 {home}/authorized_keys.new; "
                   f"mv {home}/authorized_keys.new {home}/authorized_keys")
-        _run(["docker", "exec", "-i", container, "sh", "-euc", script], input_=pub)
+        proc = _run(["docker", "exec", "-i", container, "sh", "-euc", script], input_=pub,
+                    check=False)
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip()
+            hint = (f" (its image predates the lab's SSH user {LAB_USER}: build the image "
+                    "with `make image`, then recreate the container, e.g. `make lab-down "
+                    "lab-up`)") if "invalid user" in err else ""
+            raise LabError(f"could not install the lab's SSH key in {container}: {err}{hint}")
         deadline = time.monotonic() + timeout
         while True:
             proc = _run(["docker", "exec", container, "sh", "-c",
