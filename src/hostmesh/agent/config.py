@@ -20,35 +20,22 @@ from pathlib import Path
 
 from hostmesh.agent import security
 
+# What a node's name and id may be, written once for the agent and the
+# node_agent role's preflight (plugins/module_utils/_names.py in the collection).
+from hostmesh.module_utils._names import (  # noqa: F401 - re-exported to the agent's modules
+    ID_RE,
+    NAME_RE,
+    RESERVED_NAMES,
+    RESERVED_PREFIXES,
+    name_problem,
+)
+
 DEFAULT_ENV_FILE = "/etc/hostmesh/agent.env"
 DEFAULT_DATA_DIR = "/var/lib/hostmesh"
 DEFAULT_BACKOFF = "0:30:online,3:120:offline,6:300:offline,11:900:unreachable,21:1800:unreachable"
 STATUSES = ("online", "offline", "unreachable")
-# Every validator matches the whole string (re.fullmatch): `$` would accept "web1\n".
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DEFAULT_PORT = 8080
 DEFAULT_MESH_SUBNET = "10.50.0.0/24"
-# Host names the inventory plugin (plugins/inventory/nodes.py) could not turn into a
-# host without breaking the inventory or shadowing Ansible's own: Ansible's implicit
-# groups and localhost, and every group the plugin creates. Compared case-insensitively.
-RESERVED_NAMES = frozenset({
-    "all", "ungrouped", "localhost", "localhost.localdomain", "hostmesh_nodes",
-    "hostmesh_online", "hostmesh_offline", "hostmesh_unreachable", "hostmesh_unknown",
-    "hostmesh_primary", "hostmesh_secondary",
-})
-RESERVED_PREFIXES = ("hostmesh_",)  # hostmesh_label_*, hostmesh_app_*, hostmesh_<status>
-
-
-def name_problem(name: str) -> str | None:
-    """Why `name` cannot be a node name, or None (format checked separately)."""
-    folded = name.lower()
-    if folded in RESERVED_NAMES or folded.startswith(RESERVED_PREFIXES):
-        return (f"{name!r} is reserved: it is an Ansible group name, localhost, or a group "
-                "the hostmesh inventory creates (hostmesh_*); choose another node name")
-    if security.is_ip(name):
-        return f"{name!r} is an IP address; a node name must be a host name"
-    return None
 
 
 class ConfigError(Exception):

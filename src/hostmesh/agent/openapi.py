@@ -5,9 +5,10 @@ from __future__ import annotations
 from copy import deepcopy
 
 from hostmesh import __version__
+from hostmesh.module_utils._names import ID_RE, NAME_RE
 
-_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}
-_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"}
+_ID = {"type": "string", "pattern": f"^{ID_RE.pattern}$"}
+_NAME = {"type": "string", "pattern": f"^{NAME_RE.pattern}$"}
 _IP = {"type": "string", "nullable": True, "description": "IPv4 or IPv6 address"}
 _TS = {"type": "string", "format": "date-time", "nullable": True}
 _LABELS = {"type": "object", "additionalProperties": {"type": "string", "maxLength": 255},
