@@ -85,15 +85,19 @@ def raise_fd_limit() -> int:
 
 
 def accept_backlog(fd_limit: int) -> int:
-    """asyncio accepts up to `backlog` connections in one go before any of them is seen
-    by the protocol: keep that burst well inside the descriptors left free."""
+    """How many connections asyncio accepts in one go (the listen backlog)."""
     return max(16, min(2048, fd_limit // 8))
 
 
 def connection_cap(cfg: Config, fd_limit: int) -> int:
-    """Connections open at once: MAX_CONNECTIONS, but always leaving room for one accept
-    burst and the agent's own files, so the process never runs out of descriptors."""
-    return max(16, min(cfg.max_connections, fd_limit - FD_RESERVE - accept_backlog(fd_limit)))
+    """Connections open at once: MAX_CONNECTIONS, but always below the descriptor limit.
+
+    asyncio accepts a whole backlog at once, and a few such bursts can arrive before
+    the protocol sees the first one (and before a closed connection's descriptor is
+    released), so the cap leaves four bursts plus the agent's own files free.
+    """
+    room = fd_limit - FD_RESERVE - 4 * accept_backlog(fd_limit)
+    return max(16, min(cfg.max_connections, room))
 
 
 def guarded_protocol(request_timeout: float, max_connections: int):
