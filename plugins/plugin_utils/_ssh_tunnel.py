@@ -159,10 +159,10 @@ def _close(proc: subprocess.Popen) -> bytes:
     if proc.poll() is None:
         proc.terminate()
     try:
-        _, err = proc.communicate(timeout=5)
+        err = proc.communicate(timeout=5)[1]
     except subprocess.TimeoutExpired:
         proc.kill()
-        _, err = proc.communicate()
+        err = proc.communicate()[1]
     proc._hostmesh_stderr = err or b""
     return proc._hostmesh_stderr
 
