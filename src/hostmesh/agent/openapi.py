@@ -8,7 +8,9 @@ from hostmesh import __version__
 from hostmesh.module_utils._names import ID_RE, NAME_RE
 
 _ID = {"type": "string", "pattern": f"^{ID_RE.pattern}$"}
-_NAME = {"type": "string", "pattern": f"^{NAME_RE.pattern}$"}
+_NAME = {"type": "string", "pattern": f"^{NAME_RE.pattern}$",
+         "description": "unique ignoring case; not all, ungrouped, localhost, hostmesh_* "
+                        "(groups of the inventory) or an IP address"}
 _IP = {"type": "string", "nullable": True, "description": "IPv4 or IPv6 address"}
 _TS = {"type": "string", "format": "date-time", "nullable": True}
 _LABELS = {"type": "object", "additionalProperties": {"type": "string", "maxLength": 255},
@@ -16,7 +18,10 @@ _LABELS = {"type": "object", "additionalProperties": {"type": "string", "maxLeng
 _KEY = {"type": "string", "minLength": 32, "maxLength": 256, "pattern": "^[\\x21-\\x7e]+$",
         "description": "the node's API key (32 random bytes, e.g. hex); stored hashed"}
 _ENDPOINT = {"type": "string", "maxLength": 2048,
-             "description": "http(s) URL where the primary reaches this node"}
+             "description": "http://<wireguard_ip>:<agent port>: the node's mesh address "
+                            "(inside the primary's MESH_SUBNET, equal to wireguard_ip, which "
+                            "it fills when absent) and the cluster's agent port; the primary "
+                            "checks a node nowhere else"}
 
 NODE = {
     "type": "object",
@@ -38,7 +43,9 @@ REGISTERED["required"] = NODE["required"] + ["primary_id", "primary_key_sha256"]
 REGISTERED["properties"].update({
     "primary_id": {"type": "string"},
     "primary_key_sha256": {"type": "array", "items": {"type": "string"},
-                           "description": "SHA-256 of the primary's key, to verify its calls"},
+                           "description": "SHA-256 of the primary's key: a secondary pins it "
+                                          "(with primary_id) at its first registration and "
+                                          "refuses another primary afterwards"},
 })
 NODE_INPUT = {
     "type": "object",
@@ -64,7 +71,11 @@ HEALTH = {
                    "role": {"type": "string", "enum": ["primary", "secondary"]},
                    "node_id": {"type": "string"}, "name": {"type": "string"},
                    "version": {"type": "string"}, "registered": {"type": "boolean"},
-                   "caller_verified": {"type": "boolean"}},
+                   "caller_verified": {
+                       "type": "boolean",
+                       "description": "a secondary, when the caller sent "
+                                      "X-Hostmesh-Primary-Proof: whether it is a fresh proof "
+                                      "of the pinned primary for this node"}},
 }
 STATS = {
     "type": "object", "required": ["cpu", "memory", "disk", "load", "uptime_seconds"],
@@ -99,8 +110,10 @@ def _resp(description: str, schema_name: str = "Error") -> dict:
 
 
 def _errors(*codes: int) -> dict:
-    text = {400: "invalid request", 401: "authentication failed", 404: "not found",
-            409: "conflict", 413: "body too large", 429: "rate limited"}
+    text = {400: "invalid request", 401: "authentication failed (the same answer for an "
+                                         "unknown node id and a wrong key)",
+            403: "a registration that does not come from the mesh address it registers",
+            404: "not found", 409: "conflict", 413: "body too large", 429: "rate limited"}
     return {str(c): _resp(text[c]) for c in codes}
 
 
@@ -118,7 +131,8 @@ def document(role: str = "primary") -> dict:
         "/api/system/stats": {"get": {
             "summary": "cpu, memory, disk, load, uptime read from /proc",
             "operationId": "systemStats",
-            "security": _NODE + _ADMIN if role == "primary" else [{"nodeKey": []}] + _ADMIN,
+            "security": _NODE + _ADMIN if role == "primary" else [{"primaryProof": []}]
+            + _ADMIN,
             "responses": {"200": _resp("statistics", "Stats"), **_errors(401, 404)}}},
     }
     if role == "primary":
@@ -132,7 +146,7 @@ def document(role: str = "primary") -> dict:
                 "requestBody": body("RegisterInput"),
                 "responses": {"201": _resp("registered", "Registered"),
                               "200": _resp("re-registered", "Registered"),
-                              **_errors(400, 401, 409, 413, 429)}}},
+                              **_errors(400, 401, 403, 409, 413, 429)}}},
             "/api/nodes": {
                 "get": {"summary": "all nodes (never a key)", "operationId": "listNodes",
                         "security": _ADMIN,
@@ -164,7 +178,7 @@ def document(role: str = "primary") -> dict:
                 "security": _NODE, "parameters": [_NODE_ID_PARAM],
                 "requestBody": {"required": False, "content": _json("HeartbeatInput")},
                 "responses": {"200": _resp("recorded", "HeartbeatAnswer"),
-                              **_errors(400, 401, 404, 413)}}},
+                              **_errors(400, 401, 404, 409, 413)}}},
             "/api/nodes/{node_id}/check": {"post": {
                 "summary": "health check now, bypassing backoff", "operationId": "checkNode",
                 "security": _ADMIN, "parameters": [_NODE_ID_PARAM],
@@ -189,6 +203,14 @@ def document(role: str = "primary") -> dict:
                                 "description": "ADMIN_TOKEN of the primary"},
                 "nodeId": {"type": "apiKey", "in": "header", "name": "X-Node-ID"},
                 "nodeKey": {"type": "apiKey", "in": "header", "name": "X-Node-API-Key"},
+                "primaryProof": {
+                    "type": "apiKey", "in": "header", "name": "X-Hostmesh-Primary-Proof",
+                    "description": "the primary's proof for one call to one node: "
+                                   "'v1 id=<primary id> node=<node id> ts=<unix seconds> "
+                                   "nonce=<32 hex> sig=<hex HMAC-SHA256, keyed with the hex "
+                                   "SHA-256 of the node's key, of 'hostmesh-primary-proof-v1', "
+                                   "method, path, primary id, node id, ts and nonce joined by "
+                                   "newlines>'; accepted once, within 60 s"},
             },
             "schemas": {
                 "Node": NODE, "Registered": REGISTERED, "NodeInput": NODE_INPUT,
@@ -198,7 +220,9 @@ def document(role: str = "primary") -> dict:
                     "ttl_seconds": {"type": "number", "minimum": 1}}},
                 "HeartbeatInput": {"type": "object", "properties": {
                     "version": {"type": "string", "maxLength": 64, "nullable": True},
-                    "wireguard_ip": _IP, "public_ip": _IP}},
+                    "wireguard_ip": {**_IP, "description": "may repeat the registered mesh "
+                                                           "address, never change it (409)"},
+                    "public_ip": _IP}},
                 "HeartbeatAnswer": {"type": "object", "required": ["status", "node_id"],
                                     "properties": {"status": {"type": "string"},
                                                    "node_id": {"type": "string"},
