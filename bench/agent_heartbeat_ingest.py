@@ -262,7 +262,9 @@ def main() -> int:
     env = {"PATH": os.environ.get("PATH", ""), "NODE_IS_PRIMARY": "true",
            "NODE_NAME": "bench-primary", "SERVER_ADDRESS": f"{HOST}:{port}",
            "NODE_API_ENDPOINT": url, "DATA_DIR": str(tmp / "data"), "ADMIN_TOKEN": ADMIN,
-           "HEALTH_CHECK_INTERVAL": "3600", "LOG_LEVEL": "WARNING"}
+           "HEALTH_CHECK_INTERVAL": "3600", "LOG_LEVEL": "WARNING",
+           # the bench's nodes are parked on loopback, not on mesh addresses
+           "ALLOW_LOOPBACK_ENDPOINTS": "true"}
     log = open(tmp / "primary.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "hostmesh.cli", "agent"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
