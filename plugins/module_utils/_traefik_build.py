@@ -173,6 +173,7 @@ def build_dynamic_config(
     api_url=None,
     extra=None,
     mesh_keepalive=False,
+    reserved_ports=(),
 ):
     """Build the dynamic config of ``node`` from the registry (pure function).
 
@@ -181,9 +182,10 @@ def build_dynamic_config(
     service; the peers' pool alone when it does not. The mesh entrypoint routes
     to local backends only, so a request hops at most once. ``mesh_keepalive``
     reuses connections to peers (see MESH_TRANSPORT above for the trade-off).
+    ``reserved_ports`` are Traefik's own ports, which no tcp service may take.
     """
     services = services or {}
-    errors = validate_registry(services, mesh_addresses)[0]
+    errors = validate_registry(services, mesh_addresses, reserved_ports)[0]
     if node not in mesh_addresses:
         errors.append(
             "node {!r} is not in the inventory's node list ({})".format(

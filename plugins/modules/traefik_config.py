@@ -134,6 +134,15 @@ options:
     type: bool
     default: false
     version_added: 0.1.0
+  reserved_ports:
+    description:
+      - Ports Traefik already uses for its own entrypoints (web, websecure, mesh, API). A tcp
+        service whose C(entry_port) is one of them is an error naming the service, as is an
+        C(entry_port) used by two services.
+    type: list
+    elements: int
+    default: []
+    version_added: 0.1.0
   failover_status:
     description:
       - Status codes or ranges of the local backend that make Traefik retry the same request on
@@ -270,7 +279,7 @@ def _build(params):
         return params["config"], []
     if not params["node"]:
         raise ConfigError(["node is required with services"])
-    warnings = validate_registry(params["services"], params["nodes"])[1]
+    warnings = validate_registry(params["services"], params["nodes"], params["reserved_ports"])[1]
     config = build_dynamic_config(
         params["services"],
         params["node"],
@@ -289,6 +298,7 @@ def _build(params):
         api_url=params["api_url"],
         extra=params["extra"],
         mesh_keepalive=params["mesh_keepalive"],
+        reserved_ports=params["reserved_ports"],
     )
     return config, warnings
 
@@ -313,6 +323,7 @@ def main():
             "health_check_interval": {"type": "str", "default": "10s"},
             "health_check_timeout": {"type": "str", "default": "3s"},
             "mesh_keepalive": {"type": "bool", "default": False},
+            "reserved_ports": {"type": "list", "elements": "int", "default": []},
             "failover_status": {"type": "list", "elements": "str", "default": ["502-504"]},
             "local_address": {"type": "str", "default": "127.0.0.1"},
             "cert_resolver": {"type": "str"},

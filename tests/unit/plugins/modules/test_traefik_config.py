@@ -632,3 +632,18 @@ def test_real_traefik_forwards_a_tcp_service_to_a_healthy_peer(tmp_path):
         proc.terminate()
         proc.wait(10)
         backend.close()
+
+
+def test_module_refuses_a_tcp_entry_port_that_traefik_uses(tmp_path):
+    """The role's preflight relies on this rule instead of repeating it in YAML."""
+    target = tmp_path / "hostmesh.yml"
+    redis = {"redis": {"protocol": "tcp", "entry_port": 8000, "port": 6379, "nodes": ["node1"]}}
+    result = run_module(tmp_path, module_args(target, services=redis,
+                                              reserved_ports=[80, 443, 8000, 8090]))
+    assert result["failed"] is True
+    assert "service 'redis': entry_port 8000 is already used by Traefik" in result["msg"]
+    assert not target.exists()
+    fine = dict(redis["redis"], entry_port=6379)
+    ok = run_module(tmp_path, module_args(target, services={"redis": fine},
+                                          reserved_ports=[80, 443, 8000, 8090]))
+    assert ok["changed"] is True and "tcp/redis" in ok["routers"]
