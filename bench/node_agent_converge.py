@@ -86,7 +86,9 @@ def main() -> int:
             inv = Path(tmp) / "inventory"
             inv.mkdir()
             host = {
-                n: {"ansible_host": lab.container(n), "hostmesh_public_ip": lab.address(n)}
+                # no WireGuard here: the lab network stands for the mesh
+                n: {"ansible_host": lab.container(n), "hostmesh_public_ip": lab.address(n),
+                    "node_agent_address": lab.address(n)}
                 for n in NODES
             }
             (inv / "hosts.yml").write_text(
@@ -97,6 +99,7 @@ def main() -> int:
                                 "ansible_connection": "docker",
                                 "ansible_python_interpreter": "/usr/bin/python3",
                                 "hostmesh_api_url": f"http://{lab.address('node1')}:8080",
+                                "node_agent_mesh_subnet": lab.subnet,
                                 "node_agent_env": {
                                     "HEALTH_CHECK_INTERVAL": "5",
                                     "HEARTBEAT_INTERVAL": "10",

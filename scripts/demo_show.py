@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The end of `make demo`: show the converged lab from a user's point of view.
 
-1. writes inventory/lab.hostmesh.yml, a dynamic-inventory config whose token
-   is read from the lab's secret store at run time (never copied, git-ignored);
+1. writes inventory/lab.hostmesh.yml, a dynamic-inventory config that reaches
+   the primary's API through an SSH tunnel (the lab's key and known_hosts) and
+   whose token is read from the lab's secret store at run time (never copied,
+   git-ignored);
 2. the inventory graph as the primary sees it, and a ping through it;
 3. the same whoami.lab.test request answered through each node, with the
    name of the node that served it;
@@ -37,7 +39,13 @@ def write_config() -> Path:
         "#   ansible-inventory -i inventory/lab.hostmesh.yml --graph\n"
         "#   ansible -i inventory/lab.hostmesh.yml hostmesh_online -m ansible.builtin.ping\n"
         "plugin: hostmesh.cluster.nodes\n"
-        f"url: http://{LAB.address(LAB.nodes[0])}:8080\n"
+        "# the agent's API listens only on the mesh and on loopback: reach it through an\n"
+        "# SSH tunnel to the primary (the lab's key and known_hosts, host keys checked)\n"
+        f"ssh_host: {LAB.address(LAB.nodes[0])}\n"
+        "ssh_user: admin\n"
+        f"ssh_args: -i {STATE}/ssh/id_ed25519 -o IdentitiesOnly=yes"
+        f" -o UserKnownHostsFile={STATE}/ssh/known_hosts\n"
+        "url: http://127.0.0.1:8080\n"
         "# read from the lab's secret store at run time; never copied here\n"
         f"token: \"{{{{ lookup('ansible.builtin.file', '{STATE}/secrets/admin_token') }}}}\"\n"
         "# over SSH to the nodes' public addresses, with the lab's key and known_hosts\n"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Make a Debian host ready for hostmesh development, the lab and CI:
-#   - Debian packages: docker.io, debootstrap, wireguard-tools, openssh-client, python3-venv
+#   - Debian packages: docker.io, debootstrap, wireguard-tools, openssh-client, python3-venv,
+#     and for tests openssh-server (its system service is left stopped and
+#     disabled: tests start their own sshd on 127.0.0.1) and tcpdump
 #   - the Docker engine running (dockerd started in the background if needed)
 #   - .venv with the project installed (`pip install -e '.[dev]'`), refreshed
 #     only when pyproject.toml changed (stamp file .venv/.hostmesh-setup)
@@ -29,9 +31,11 @@ declare -A WANT=(
   [wg]=wireguard-tools
   [ssh]=openssh-client  # the controller drives lab nodes over SSH
   [ssh-keygen]=openssh-client
+  [sshd]=openssh-server   # the SSH-tunnel test starts a throwaway sshd on 127.0.0.1
+  [tcpdump]=tcpdump       # the lab's packet-capture test
 )
 missing_pkgs=()
-for cmd in docker dockerd debootstrap wg ssh ssh-keygen; do
+for cmd in docker dockerd debootstrap wg ssh ssh-keygen sshd tcpdump; do
   # debootstrap and dockerd live in /usr/sbin, often not on a user's PATH
   if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
     pkg="${WANT[$cmd]}"
@@ -58,9 +62,26 @@ Install the equivalents with your package manager (Docker engine + CLI, debootst
   fi
   say "installing ${missing_pkgs[*]} with apt-get"
   export DEBIAN_FRONTEND=noninteractive
+  # openssh-server must not start a system sshd on this host: only its binary is
+  # wanted (tests run their own on 127.0.0.1). A temporary policy-rc.d keeps
+  # the package scripts from starting any service.
+  policy_rc=""
+  if [[ " ${missing_pkgs[*]} " == *" openssh-server "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy_rc=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' >"$policy_rc"
+    chmod 0755 "$policy_rc"
+    trap 'rm -f "$policy_rc"' EXIT
+  fi
   if ! apt-get install -y -qq --no-install-recommends "${missing_pkgs[@]}" >/dev/null 2>&1; then
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends "${missing_pkgs[@]}" >/dev/null
+  fi
+  if [[ " ${missing_pkgs[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --quiet ssh.service >/dev/null 2>&1 || true
+  fi
+  if [ -n "$policy_rc" ]; then
+    rm -f "$policy_rc"
+    trap - EXIT
   fi
 fi
 

@@ -19,11 +19,25 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
-PRIMARY_URL = "http://10.231.3.11:8080"
 PRIMARY_CONTAINER = "agent-node1"
+# The agent's API is on the mesh and loopback only: the watcher asks it on the
+# primary itself, like a person at its console (docker exec), tokens on stdin.
+FETCH = """
+import json, sys, urllib.error, urllib.request
+for token in sys.stdin.read().split():
+    req = urllib.request.Request("http://127.0.0.1:8080/api/nodes",
+                                 headers={"Authorization": "Bearer " + token})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            print(resp.read().decode())
+            sys.exit(0)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 401:
+            raise
+sys.exit("no admin token accepted")
+"""
 
 
 def secrets_in(state: Path) -> dict[str, str]:
@@ -44,18 +58,17 @@ def admin_tokens(state: Path) -> list[str]:
 
 
 def fetch_nodes(state: Path):
-    for token in admin_tokens(state):
-        req = urllib.request.Request(
-            PRIMARY_URL + "/api/nodes", headers={"Authorization": f"Bearer {token}"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=2) as resp:
-                return json.load(resp)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 401:
-                continue
-            raise
-    raise RuntimeError("no admin token accepted")
+    proc = subprocess.run(
+        ["docker", "exec", "-i", PRIMARY_CONTAINER, "python3", "-c", FETCH],
+        input="\n".join(admin_tokens(state)),
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the primary did not answer: {proc.stderr[-300:]}")
+    return json.loads(proc.stdout)
 
 
 class Watcher(threading.Thread):

@@ -84,7 +84,9 @@ def project(tmp_path_factory):
 
 def write_inventory(proj: Path, lab: Lab, primaries, secondaries, extra=None):
     def host(n):
-        return {"ansible_host": lab.container(n), "hostmesh_public_ip": lab.address(n)}
+        # no WireGuard here: the lab network stands for the mesh (the API is on the mesh only)
+        return {"ansible_host": lab.container(n), "hostmesh_public_ip": lab.address(n),
+                "node_agent_address": lab.address(n)}
 
     inv = {
         "hostmesh_nodes": {
@@ -92,6 +94,7 @@ def write_inventory(proj: Path, lab: Lab, primaries, secondaries, extra=None):
                 "ansible_connection": "docker",
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "node_agent_env": {"HEALTH_CHECK_INTERVAL": "5", "HEARTBEAT_INTERVAL": "10"},
+                "node_agent_mesh_subnet": lab.subnet,
                 **(extra or {}),
             },
             "children": {

@@ -239,7 +239,11 @@ def site(tmp_path_factory) -> Site:
         # The token stays in the lab's secret store; the config only points at it.
         cfg.write_text(
             "plugin: hostmesh.cluster.nodes\n"
-            f"url: http://{LAB.address('node1')}:8080\n"
+            # the API listens on the mesh and loopback only: an SSH tunnel to the primary
+            f"ssh_host: {LAB.address('node1')}\n"
+            "ssh_user: admin\n"
+            f"ssh_args: -i {ssh_dir(inventory)}/id_ed25519 -o IdentitiesOnly=yes"
+            f" -o UserKnownHostsFile={ssh_dir(inventory)}/known_hosts\n"
             f"token: \"{{{{ lookup('ansible.builtin.file', '{state}/secrets/admin_token') }}}}\"\n"
             # over SSH to the nodes' public addresses, with the lab's key and known_hosts
             "ansible_host_source: public_ip\n"
