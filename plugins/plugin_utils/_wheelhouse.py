@@ -154,13 +154,9 @@ def _can_build_offline() -> bool:
         major_minor = tuple(int(x) for x in setuptools.__version__.split(".")[:2])
     except ValueError:
         return False
-    if major_minor >= (70, 1):  # bdist_wheel is part of setuptools
-        return True
-    try:
-        import wheel  # noqa: F401
-    except ImportError:
-        return False
-    return major_minor >= (64, 0)
+    # pyproject.toml's `license = "Apache-2.0"` (PEP 639) needs setuptools 77, which
+    # also has bdist_wheel built in; an older one builds in an isolated env instead.
+    return major_minor >= (77, 0)
 
 
 def _run(cmd: list[str], what: str) -> None:
