@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from hostmesh.agent import security
+from hostmesh.agent import security, validate
 from hostmesh.agent.config import Config
 from hostmesh.agent.registry import Registry
 
@@ -117,6 +117,20 @@ class HealthChecker:
         self.tick = min(1.0, smallest / 2)
         self.sweeps = 0
 
+    def endpoint_problem(self, node_id: str, endpoint: str) -> str:
+        """Why the primary must not send a request to `endpoint` ('' when it may):
+        only a node's own mesh address and the agent port are ever checked."""
+        state = self.registry.key_state(node_id)
+        fields = {"api_endpoint": endpoint,
+                  "wireguard_ip": state.wireguard_ip if state is not None else None}
+        try:
+            validate.mesh_endpoint(fields, subnet=self.cfg.mesh_subnet,
+                                   port=self.cfg.agent_port,
+                                   allow_loopback=self.cfg.allow_loopback_endpoints)
+        except validate.Invalid:
+            return "api_endpoint is not the node's mesh address and agent port; not checked"
+        return ""
+
     def proof_headers(self, node_id: str, endpoint: str) -> dict[str, str]:
         state = self.registry.key_state(node_id)
         if state is None:
@@ -141,9 +155,14 @@ class HealthChecker:
         """Check one node now and record the result; returns the result for the API."""
         self.in_flight.add(node_id)
         try:
-            async with self.sem:
-                result = await probe(endpoint, node_id, self.proof_headers(node_id, endpoint),
-                                     self.cfg.health_check_timeout)
+            refused = self.endpoint_problem(node_id, endpoint)
+            if refused:  # a record from before these rules: never sent a request
+                result = ProbeResult(False, 0.0, refused)
+            else:
+                async with self.sem:
+                    result = await probe(endpoint, node_id,
+                                         self.proof_headers(node_id, endpoint),
+                                         self.cfg.health_check_timeout)
             stored = self.registry.record_check(node_id, result.ok, self.status_for)
         finally:
             self.in_flight.discard(node_id)

@@ -110,3 +110,22 @@ def test_retry_delay_is_capped_and_grows():
     delays = [retry_delay(n, 1, 30) for n in range(1, 40)]
     assert 0.9 <= delays[0] <= 1.1 and 1.8 <= delays[1] <= 2.2
     assert max(delays) <= 30 and delays[-1] >= 27
+
+
+def test_checker_never_probes_an_endpoint_off_the_mesh(tmp_path):
+    """A record from before the endpoint rules (or written around them) is not probed."""
+    cfg = config.load({"NODE_IS_PRIMARY": "true", "NODE_NAME": "p", "NODE_ID": "p",
+                       "NODE_API_KEY": "k" * 40, "DATA_DIR": str(tmp_path),
+                       "NODE_WIREGUARD_IP": "10.50.0.1"})
+    registry = Registry(cfg.database_path)
+    registry.insert_node({"id": "old", "name": "old",
+                          "api_endpoint": "http://169.254.169.254:80"}, "x" * 40)
+
+    async def main():
+        return await HealthChecker(cfg, registry).check("old", "old",
+                                                        "http://169.254.169.254:80")
+
+    result = asyncio.run(main())
+    assert result["ok"] is False and "not checked" in result["reason"]
+    assert result["duration_ms"] == 0.0
+    registry.close()
