@@ -8,7 +8,7 @@ import socket
 import time
 
 from agent_harness import REGISTRATION_TOKEN, node_key, wait_for
-from conftest import call
+from attack_helpers import call
 
 FD_LIMIT = 512
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from agent_harness import ADMIN_TOKEN, REGISTRATION_TOKEN, free_port, node_key
-from conftest import call
+from attack_helpers import call
 from hostmesh.module_utils._agent_client import AgentClient, Credentials, HostmeshAPIError
 
 REPO = Path(__file__).resolve().parents[2]

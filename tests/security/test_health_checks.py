@@ -9,7 +9,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from agent_harness import REGISTRATION_TOKEN, Agent, free_port, node_key, wait_for
-from conftest import call, mesh_primary
+from attack_helpers import call, mesh_primary
 
 from hostmesh.agent import security
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from agent_harness import ADMIN_TOKEN, REGISTRATION_TOKEN, node_key
-from conftest import call, mesh_primary
+from attack_helpers import call, mesh_primary
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "inventory"))
 from livecluster import ANSIBLE_INVENTORY, ansible_env, run, write_cfg
@@ -103,3 +103,16 @@ def test_a_planned_nodes_id_cannot_be_claimed_ahead_of_it(cluster):
     # the real node joins from its own mesh address with its id and key
     status, body, _ = register(primary, "node9", "127.50.0.9", node_id=planned)
     assert status == 201 and body["id"] == planned, body
+
+
+def test_a_node_cannot_rename_itself_to_a_planned_name(cluster):
+    """Attack: re-register one's own id (proving one's own key) under the name of a node
+    that has not joined yet, locking it out by name."""
+    primary = mesh_primary(cluster)
+    status, own, _ = register(primary, "attacker", "127.50.0.66")
+    assert status == 201
+    status, body, _ = register(primary, "node9", "127.50.0.66", node_id=own["id"],
+                               key=node_key("attacker"))
+    assert status == 409 and "renamed by an admin" in body["error"], body
+    status, body, _ = register(primary, "node9", "127.50.0.9")
+    assert status == 201, body

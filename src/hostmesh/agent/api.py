@@ -244,6 +244,13 @@ class AgentAPI:
             if not (security.matches(key, hashes) or security.matches(proof, hashes)):
                 raise self.deny(request, "re-registering an existing node needs its current "
                                          "key (send it in X-Node-API-Key)", node_id)
+            current = self.registry.get_node(node_id) or {}
+            if str(current.get("name", "")).lower() != fields["name"].lower():
+                # a node cannot rename itself: it would take a planned node's name ahead
+                raise ApiError(409, f"node {node_id} is registered as "
+                                    f"{current.get('name')!r}, not {fields['name']!r}; a node "
+                                    "is renamed by an admin (PUT /api/nodes/{id}), or set "
+                                    "NODE_NAME back")
             try:
                 node = self.registry.update_node(node_id, fields, new_key=key,
                                                  grace=self.cfg.key_grace_seconds,

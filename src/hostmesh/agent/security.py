@@ -193,20 +193,28 @@ class ProofVerifier:
 
 
 class RepeatFilter(logging.Filter):
-    """Let each distinct message through at most `burst` times per `window` seconds.
+    """Bounded logging of warnings and errors, whatever clients do.
 
-    The rest are counted and summarised once the window ends ("suppressed N identical
-    messages"), so a client that makes the agent fail the same way a million times
-    writes a few lines, not hundreds of megabytes. Tracebacks of suppressed records
-    are dropped with them.
+    Each distinct message goes through at most `burst` times per `window` seconds;
+    the rest are counted and summarised when it comes again after the window
+    ("suppressed N identical messages"). Over all messages, at most `total` per
+    window are written; the next one written says how many were dropped. So a
+    client that makes the agent fail the same way a million times, or a thousand
+    different ways, writes a few hundred lines, not hundreds of megabytes.
+    Tracebacks of dropped records go with them. INFO and below are not limited.
     """
 
-    def __init__(self, burst: int = 5, window: float = 60.0, max_keys: int = 1000):
+    def __init__(self, burst: int = 5, window: float = 60.0, max_keys: int = 1000,
+                 total: int = 600):
         super().__init__()
         self.burst = burst
         self.window = window
         self.max_keys = max_keys
+        self.total = total
         self._state: OrderedDict[tuple, list] = OrderedDict()  # key -> [start, count]
+        self._window_start = time.monotonic()
+        self._written = 0
+        self._dropped = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
@@ -224,13 +232,29 @@ class RepeatFilter(logging.Filter):
             del self._state[key]
             state = None
             if suppressed > 0:
-                record.msg = (f"suppressed {suppressed} identical messages in the last "
-                              f"{self.window:g}s: %s")
-                record.args = (text,)
+                text = (f"suppressed {suppressed} identical messages in the last "
+                        f"{self.window:g}s: {text}")
+                record.msg, record.args = "%s", (text,)
         if state is None:
             if len(self._state) >= self.max_keys:
                 self._state.popitem(last=False)
             self._state[key] = [now, 1]
-            return True
-        state[1] += 1
-        return state[1] <= self.burst
+        else:
+            state[1] += 1
+            if state[1] > self.burst:
+                return False
+        return self._within_total(record, text, now)
+
+    def _within_total(self, record: logging.LogRecord, text: str, now: float) -> bool:
+        if now - self._window_start >= self.window:
+            self._window_start, self._written = now, 0
+            if self._dropped:
+                note = (f"(log rate limit: {self._dropped} warnings/errors dropped before "
+                        f"this one) {text}")
+                record.msg, record.args = "%s", (note,)
+                self._dropped = 0
+        self._written += 1
+        if self._written > self.total:
+            self._dropped += 1
+            return False
+        return True

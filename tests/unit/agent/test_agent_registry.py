@@ -182,3 +182,29 @@ def test_write_private(tmp_path):
     assert (tmp_path / "f").read_text() == "secret\n"
     assert (tmp_path / "f").stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def test_repeat_filter_bounds_identical_and_total_lines(monkeypatch):
+    import logging
+
+    from hostmesh.agent import security
+
+    clock = [1000.0]
+    monkeypatch.setattr(security.time, "monotonic", lambda: clock[0])
+    filt = security.RepeatFilter(burst=3, window=60, total=10)
+
+    def record(msg, level=logging.WARNING):
+        return logging.LogRecord("hostmesh.agent", level, __file__, 1, msg, (), None)
+
+    passed = [filt.filter(record("accept failed")) for _ in range(1000)]
+    assert passed.count(True) == 3
+    assert all(filt.filter(record("info line", logging.INFO)) for _ in range(100))
+    # a thousand different messages: at most `total` per window in all
+    passed = [filt.filter(record(f"auth rejected path=/x{i}")) for i in range(500)]
+    assert passed.count(True) == 10 - 3
+    clock[0] += 61
+    again = record("accept failed")
+    assert filt.filter(again)
+    text = again.getMessage()
+    assert "log rate limit: 493 warnings/errors dropped" in text
+    assert "suppressed 997 identical messages" in text
