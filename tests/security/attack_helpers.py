@@ -15,6 +15,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "agent"))
+from agent_harness import Cluster
+
+
+def new_cluster(root: Path) -> Cluster:
+    """Agents under `root` (tests/integration/agent/agent_harness.py)."""
+    return Cluster(root)
 
 
 # a mesh made of loopback addresses, so a test can send from "its" mesh address

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import attack_helpers  # noqa: F401 - puts tests/integration/agent (the harness) on sys.path
 import pytest
-from agent_harness import Cluster
+from attack_helpers import new_cluster
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path)
+    c = new_cluster(tmp_path)
     yield c
     c.close()

@@ -21,7 +21,7 @@ def _limit_fds():
 
 def _half_open(agent, count: int) -> list[socket.socket]:
     held = []
-    for _ in range(count):
+    for _i in range(count):
         sock = socket.create_connection((agent.host, agent.port), timeout=5)
         sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")  # never finished
         held.append(sock)
@@ -30,9 +30,9 @@ def _half_open(agent, count: int) -> list[socket.socket]:
 
 def _health_latencies(agent, n: int) -> list[float]:
     out = []
-    for _ in range(n):
+    for _i in range(n):
         start = time.perf_counter()
-        status, body, _ = call(agent, "GET", "/api/health", timeout=5)
+        status, body, _hdrs = call(agent, "GET", "/api/health", timeout=5)
         assert status == 200 and body["status"] == "healthy"
         out.append(time.perf_counter() - start)
     return out
@@ -91,7 +91,7 @@ def test_x_forwarded_for_does_not_bypass_the_registration_limit(cluster):
     primary = cluster.primary(REGISTRATION_RATE_LIMIT="3/60")
     statuses = []
     for i in range(6):
-        status, _, _ = call(primary, "POST", "/api/nodes/register", {
+        status, _body, _hdrs = call(primary, "POST", "/api/nodes/register", {
             "name": f"xff{i}", "api_endpoint": "http://127.0.0.99:9", "api_key": node_key("x"),
             "token": "wrong-token-0123456789abcdef"},
             headers={"X-Forwarded-For": f"198.51.100.{i}"})
@@ -103,7 +103,7 @@ def test_x_forwarded_for_does_not_bypass_the_registration_limit(cluster):
 def test_x_forwarded_for_is_used_from_a_configured_proxy(cluster):
     primary = cluster.primary(REGISTRATION_RATE_LIMIT="1/60", TRUSTED_PROXIES="127.0.0.1")
     for i in range(3):
-        status, _, _ = call(primary, "POST", "/api/nodes/register", {
+        status, _body, _hdrs = call(primary, "POST", "/api/nodes/register", {
             "name": f"px{i}", "api_endpoint": "http://127.0.0.99:9", "api_key": node_key("p"),
             "token": "wrong-token-0123456789abcdef"},
             headers={"X-Forwarded-For": f"198.51.100.{i}"})
@@ -115,7 +115,7 @@ def test_x_forwarded_for_is_used_from_a_configured_proxy(cluster):
 def test_unknown_ids_and_wrong_keys_get_the_same_answer(cluster):
     """Attack: tell which node ids exist from 401 (known id) vs 404 (unknown id)."""
     primary = cluster.primary()
-    status, node, _ = call(primary, "POST", "/api/nodes/register", {
+    status, node, _hdrs = call(primary, "POST", "/api/nodes/register", {
         "name": "known", "api_endpoint": "http://127.0.0.99:9", "api_key": node_key("known"),
         "token": REGISTRATION_TOKEN})
     assert status == 201
@@ -127,8 +127,8 @@ def test_unknown_ids_and_wrong_keys_get_the_same_answer(cluster):
                                 headers={"X-Node-ID": node_id, "X-Node-API-Key": wrong}))
         answers.append(call(primary, "GET", "/api/system/stats",
                             headers={"X-Node-ID": node_id, "X-Node-API-Key": wrong}))
-    heartbeats = [(s, b) for s, b, _ in answers[0::2]]
-    stats = [(s, b) for s, b, _ in answers[1::2]]
+    heartbeats = [(s, b) for s, b, _hdrs in answers[0::2]]
+    stats = [(s, b) for s, b, _hdrs in answers[1::2]]
     assert len({repr(a) for a in heartbeats}) == 1, heartbeats
     assert len({repr(a) for a in stats}) == 1, stats
     assert heartbeats[0][0] == 401

@@ -72,7 +72,7 @@ def test_a_replaced_key_cannot_register_again_or_rotate_during_its_grace_period(
     period; with it, re-register with a key of one's own and take the node back."""
     primary = cluster.primary(KEY_GRACE_SECONDS="300")
     old, new, mine = node_key("g-old"), node_key("g-new"), node_key("g-mine")
-    status, node, _ = call(primary, "POST", "/api/nodes/register", {
+    status, node, _hdrs = call(primary, "POST", "/api/nodes/register", {
         "name": "graced", "api_endpoint": "http://127.0.0.99:9", "api_key": old,
         "token": REGISTRATION_TOKEN})
     assert status == 201
@@ -80,20 +80,20 @@ def test_a_replaced_key_cannot_register_again_or_rotate_during_its_grace_period(
     primary.admin().update_node(node_id, {"api_key": new})  # the admin rotates the key
     body = {"id": node_id, "name": "graced", "api_endpoint": "http://127.0.0.99:9"}
     # the old key as proof, a key of the attacker's in the body: refused
-    status, answer, _ = call(primary, "POST", "/api/nodes/register", {**body, "api_key": mine},
-                             headers={"X-Node-ID": node_id, "X-Node-API-Key": old})
+    status, answer, _hdrs = call(primary, "POST", "/api/nodes/register", {**body, "api_key": mine},
+                                 headers={"X-Node-ID": node_id, "X-Node-API-Key": old})
     assert status == 401, answer
     # the old key itself in the body (re-registering with it): refused too
-    status, answer, _ = call(primary, "POST", "/api/nodes/register", {**body, "api_key": old})
+    status, answer, _hdrs = call(primary, "POST", "/api/nodes/register", {**body, "api_key": old})
     assert status == 401, answer
     # the node's heartbeats with the old key still pass (that is what the grace is for)
-    status, _, _ = call(primary, "POST", f"/api/nodes/{node_id}/heartbeat", {},
-                        headers={"X-Node-ID": node_id, "X-Node-API-Key": old})
+    status, _body, _hdrs = call(primary, "POST", f"/api/nodes/{node_id}/heartbeat", {},
+                                headers={"X-Node-ID": node_id, "X-Node-API-Key": old})
     assert status == 200
     # the new key works, the attacker's does not
     for key, expected in ((new, 200), (mine, 401)):
-        status, _, _ = call(primary, "POST", f"/api/nodes/{node_id}/heartbeat", {},
-                            headers={"X-Node-ID": node_id, "X-Node-API-Key": key})
+        status, _body, _hdrs = call(primary, "POST", f"/api/nodes/{node_id}/heartbeat", {},
+                                    headers={"X-Node-ID": node_id, "X-Node-API-Key": key})
         assert status == expected
     assert call(primary, "POST", "/api/nodes/register", {**body, "api_key": new})[0] == 200
 

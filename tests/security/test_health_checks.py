@@ -20,7 +20,7 @@ def _listener(host: str, node_id_box: list):
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
-            captured.append({k: v for k, v in self.headers.items()})
+            captured.append(dict(self.headers.items()))
             body = json.dumps({"status": "healthy", "node_id": node_id_box[0]}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -48,7 +48,7 @@ def test_a_captured_health_check_opens_nothing_on_another_node(cluster):
     server, captured = _listener("127.0.0.77", box)
     try:
         host, port = server.server_address
-        status, node, _ = call(primary, "POST", "/api/nodes/register", {
+        status, node, _hdrs = call(primary, "POST", "/api/nodes/register", {
             "name": "evil", "api_endpoint": f"http://{host}:{port}",
             "api_key": node_key("evil"), "token": REGISTRATION_TOKEN})
         assert status == 201, node
@@ -64,14 +64,14 @@ def test_a_captured_health_check_opens_nothing_on_another_node(cluster):
     assert not {"X-Node-API-Key", "X-Node-Id", "Authorization"} & set(sent)
     replay = {k: v for k, v in sent.items() if k.lower() not in ("host", "connection")}
     for path in ("/api/system/stats", "/api/health"):
-        status, body, _ = call(victim, "GET", path, headers=replay)
+        status, body, _hdrs = call(victim, "GET", path, headers=replay)
         if path == "/api/system/stats":
             assert status == 401, body
         else:
             assert body.get("caller_verified") is not True
     # nor does the primary's key itself, the thing the old health checks leaked
-    status, _, _ = call(victim, "GET", "/api/system/stats",
-                        headers={"X-Node-ID": primary.node_id(), "X-Node-API-Key": primary_key})
+    status, _body, _hdrs = call(victim, "GET", "/api/system/stats",
+                                headers={"X-Node-ID": primary.node_id(), "X-Node-API-Key": primary_key})
     assert status == 401
 
 
@@ -83,19 +83,19 @@ def test_endpoints_that_are_not_the_nodes_mesh_address_are_refused(cluster):
                      f"http://127.0.0.1:{port}", "http://127.50.0.9:22",
                      f"http://10.0.0.1:{port}", f"https://127.50.0.9:{port}",
                      f"http://localhost:{port}"):
-        status, body, _ = call(primary, "POST", "/api/nodes/register", {
+        status, body, _hdrs = call(primary, "POST", "/api/nodes/register", {
             "name": "ssrf", "api_endpoint": endpoint, "wireguard_ip": "127.50.0.9",
             "api_key": node_key("ssrf"), "token": REGISTRATION_TOKEN}, source="127.50.0.9")
         assert status == 400, (endpoint, status, body)
         assert "mesh" in body["error"] and "wireguard_ip" in body["error"]
     # the admin cannot point a node elsewhere either
-    status, body, _ = call(primary, "POST", "/api/nodes", {
+    status, body, _hdrs = call(primary, "POST", "/api/nodes", {
         "name": "ssrf2", "api_endpoint": "http://169.254.169.254:80",
         "api_key": node_key("ssrf2")}, headers={"Authorization": f"Bearer {primary.env['ADMIN_TOKEN']}"})
     assert status == 400, body
     assert {n["name"] for n in primary.admin().list_nodes()} == {"primary"}
     # the node's own mesh address and the agent port: accepted
-    status, body, _ = call(primary, "POST", "/api/nodes/register", {
+    status, body, _hdrs = call(primary, "POST", "/api/nodes/register", {
         "name": "fine", "api_endpoint": f"http://127.50.0.9:{port}",
         "api_key": node_key("fine"), "token": REGISTRATION_TOKEN}, source="127.50.0.9")
     assert status == 201 and body["wireguard_ip"] == "127.50.0.9", body
@@ -122,13 +122,13 @@ def test_a_secondary_refuses_another_primary_at_the_same_address(cluster):
     assert call(node, "GET", "/api/health")[1]["registered"] is False
 
     impostor_key = (impostor.data_dir / "node_api_key").read_text().strip()
-    status, _, _ = call(node, "GET", "/api/system/stats", headers={"X-Node-API-Key": impostor_key})
+    status, _body, _hdrs = call(node, "GET", "/api/system/stats", headers={"X-Node-API-Key": impostor_key})
     assert status == 401
     # the impostor learnt this node's key hash when it registered: still no use to it
     proof = security.primary_proof(security.sha256_hex(node.env["NODE_API_KEY"]), "GET",
                                    "/api/system/stats", impostor.node_id(), node.node_id())
-    status, _, _ = call(node, "GET", "/api/system/stats",
-                        headers={security.PROOF_HEADER: proof})
+    status, _body, _hdrs = call(node, "GET", "/api/system/stats",
+                                headers={security.PROOF_HEADER: proof})
     assert status == 401
     pinned = json.loads((node.data_dir / "primary.json").read_text())
     assert pinned["primary_id"] == primary.node_id()

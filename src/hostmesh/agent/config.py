@@ -22,11 +22,9 @@ from hostmesh.agent import security
 
 # What a node's name and id may be, written once for the agent and the
 # node_agent role's preflight (plugins/module_utils/_names.py in the collection).
-from hostmesh.module_utils._names import (  # noqa: F401 - re-exported to the agent's modules
+from hostmesh.module_utils._names import (
     ID_RE,
     NAME_RE,
-    RESERVED_NAMES,
-    RESERVED_PREFIXES,
     name_problem,
 )
 
