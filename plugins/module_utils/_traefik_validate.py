@@ -23,7 +23,6 @@ DURATION_RE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
 STATUS_RE = re.compile(r"^[1-5]\d\d(?:-[1-5]\d\d)?$")
 
 
-
 class ConfigError(ValueError):
     """Invalid registry or dynamic config; ``errors`` lists every problem found."""
 
