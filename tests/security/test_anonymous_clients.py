@@ -133,3 +133,24 @@ def test_unknown_ids_and_wrong_keys_get_the_same_answer(cluster):
     assert len({repr(a) for a in stats}) == 1, stats
     assert heartbeats[0][0] == 401
     wait_for(lambda: "unknown_node_or_wrong_node_key" in primary.log(), 5, what="log line")
+
+
+def test_registration_does_not_tell_which_ids_exist(cluster):
+    """Attack: probe ids through the registration's error (a known id wanted its key,
+    an unknown one a token)."""
+    primary = cluster.primary()
+    status, node, _hdrs = call(primary, "POST", "/api/nodes/register", {
+        "name": "probed", "api_endpoint": "http://127.0.0.99:9", "api_key": node_key("probed"),
+        "token": REGISTRATION_TOKEN})
+    assert status == 201
+    answers = set()
+    for node_id in (node["id"], "not-a-node"):
+        for token in ("wrong-token-0123456789abcdef", None):
+            body = {"id": node_id, "name": "x", "api_endpoint": "http://127.0.0.99:9",
+                    "api_key": node_key("guess")}
+            if token:
+                body["token"] = token
+            status, answer, _hdrs = call(primary, "POST", "/api/nodes/register", body)
+            answers.add((status, answer["error"]))
+    assert len(answers) == 1, answers
+    assert next(iter(answers))[0] == 401

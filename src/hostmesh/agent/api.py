@@ -36,6 +36,11 @@ from hostmesh.agent.stats import SystemStats
 log = logging.getLogger("hostmesh.agent")
 
 
+# One answer for every refused registration, so that it does not tell whether an id
+# exists (the log says which case it was)
+REGISTRATION_REFUSED = ("authentication required: a new node needs a valid registration token "
+                        "or unused invite (body field token); an existing node needs its "
+                        "current key (body api_key or header X-Node-API-Key)")
 _NO_NODE = "0" * 64  # compared against when the id is unknown: same work, same answer
 
 
@@ -128,17 +133,19 @@ class AgentAPI:
 
     # -- auth ------------------------------------------------------------
 
-    def deny(self, request: Request, reason: str, node: str | None = None) -> ApiError:
+    def deny(self, request: Request, reason: str, node: str | None = None,
+             answer: str | None = None) -> ApiError:
         return self.deny_raw(request.method, request.url.path, client_address(request), reason,
-                             node)
+                             node, answer)
 
     @staticmethod
     def deny_raw(method: str, path: str, client: str, reason: str,
-                 node: str | None = None) -> ApiError:
+                 node: str | None = None, answer: str | None = None) -> ApiError:
+        """Log why (`reason`), answer 401 with `answer` (default: the reason)."""
         log.warning("auth rejected method=%s path=%s client=%s%s reason=%s", method,
                     loggable(path), client, f" node={node}" if node else "",
                     reason.replace(" ", "_"))
-        return ApiError(401, "authentication required: " + reason.replace("_", " "),
+        return ApiError(401, answer or "authentication required: " + reason.replace("_", " "),
                         {"WWW-Authenticate": 'Bearer realm="hostmesh"'})
 
     def require_admin(self, request: Request) -> None:
@@ -243,7 +250,8 @@ class AgentAPI:
             hashes = [state.key_hash]
             if not (security.matches(key, hashes) or security.matches(proof, hashes)):
                 raise self.deny(request, "re-registering an existing node needs its current "
-                                         "key (send it in X-Node-API-Key)", node_id)
+                                         "key (send it in X-Node-API-Key)", node_id,
+                                REGISTRATION_REFUSED)
             current = self.registry.get_node(node_id) or {}
             if str(current.get("name", "")).lower() != fields["name"].lower():
                 # a node cannot rename itself: it would take a planned node's name ahead
@@ -262,13 +270,14 @@ class AgentAPI:
                      client)
             return JSONResponse({**node, **self._primary_info()}, status_code=200)
         if token is None:
-            raise self.deny(request, "no registration token or invite in the body (token)")
+            raise self.deny(request, "no registration token or invite in the body (token)",
+                            answer=REGISTRATION_REFUSED)
         by_token = security.matches(token, self.cfg.registration_token_hashes)
         try:
             with self.registry.transaction():
                 if not by_token and not self.registry.consume_invite(token, node_id):
                     raise self.deny(request, "registration token or invite is wrong, used "
-                                             "or expired")
+                                             "or expired", answer=REGISTRATION_REFUSED)
                 node = self.registry.insert_node(fields, key)
         except RegistryError as exc:
             raise ApiError(409, f"{exc}; choose another NODE_NAME or delete that node") from None
