@@ -49,7 +49,11 @@ def test_the_agent_uses_this_file_not_a_copy():
         assert Path(obj.__code__.co_filename).resolve() == ONE
     assert config.NAME_RE.pattern == _names.NAME_RE.pattern
     assert config.ID_RE.pattern == _names.ID_RE.pattern
-    assert config.RESERVED_NAMES == _names.RESERVED_NAMES
+    agent = ROOT / "src" / "hostmesh" / "agent"
+    for path in sorted(agent.glob("*.py")):
+        text = path.read_text()
+        for copy in ("NAME_RE = re.compile", "ID_RE = re.compile", "RESERVED_NAMES = "):
+            assert copy not in text, f"{path.name} defines its own {copy.split()[0]}"
     assert openapi.document()["components"]["schemas"]["NodeInput"]["properties"]["id"][
         "pattern"] == f"^{_names.ID_RE.pattern}$"
 
