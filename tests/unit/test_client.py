@@ -33,6 +33,12 @@ class Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         self.seen.append((self.command, self.path, headers, body))
         status, payload = self.routes.get((self.command, self.path), (404, {"error": "nope"}))
+        if 300 <= status < 400:
+            self.send_response(status)
+            self.send_header("Location", payload)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -94,6 +100,17 @@ def test_typed_errors_without_secrets(server, status, error):
     assert SECRET not in str(exc.value) and SECRET not in exc.value.url
     if status not in (429,):
         assert "reason from server" in str(exc.value)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirects_are_never_followed(server, status):
+    _srv, url = server
+    Handler.routes[("GET", "/api/nodes")] = (status, url + "/elsewhere?user=a:b")
+    Handler.routes[("GET", "/elsewhere")] = (200, [])
+    with pytest.raises(HostmeshAPIError, match=f"redirect \\(HTTP {status}\\)") as err:
+        AgentClient(url, Credentials(admin_token=SECRET)).list_nodes()
+    assert SECRET not in str(err.value) and "user=" not in str(err.value)
+    assert [path for _m, path, _h, _b in Handler.seen] == ["/api/nodes"]
 
 
 def test_register_returns_status(server):
