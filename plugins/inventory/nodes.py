@@ -281,7 +281,7 @@ _SECRET_FIELD = re.compile(
 )
 _GROUP_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 _FILTER_KEYS = ("include", "exclude")
-_HOST_CHARS = re.compile(r"^[A-Za-z0-9._:%-]+$")
+_HOST_CHARS = re.compile(r"[A-Za-z0-9._:%-]+")  # fullmatch: `$` would let "\n" through
 
 
 def make_unsafe(value):
@@ -319,7 +319,7 @@ def endpoint_host(endpoint) -> str | None:
         host = urllib.parse.urlsplit(text).hostname
     except ValueError:
         return None
-    if not host or not _HOST_CHARS.match(host):
+    if not host or not _HOST_CHARS.fullmatch(host):
         return None
     return host
 
