@@ -426,6 +426,32 @@ def test_malformed_answers(static_server, tmp_path, body, message):
     assert "t" * 40 not in res.stderr
 
 
+def test_hostile_records_are_skipped_and_the_inventory_still_loads(static_server, tmp_path):
+    """A primary (hostile, or from before the agent's name rules) answers records named
+    like groups and localhost: each is skipped with a warning, the rest is the inventory."""
+    answer, url = static_server
+    good = {"id": "g1", "name": "web1", "status": "online", "wireguard_ip": "10.50.0.2"}
+    answer.write_text(json.dumps([
+        {"id": "b1", "name": "all", "status": "online"},
+        {"id": "b2", "name": "hostmesh_online", "status": "online"},
+        {"id": "b3", "name": "localhost", "status": "online", "wireguard_ip": "10.50.0.3"},
+        {"id": "b4", "name": "ungrouped", "status": "offline"},
+        good,
+        {**good, "id": "b5", "name": "WEB1", "wireguard_ip": "10.50.0.5"},
+        {"id": "b6", "name": "web6", "status": "online", "wireguard_ip": "x -oProxyCommand=y"},
+    ]))
+    cfg = write_cfg(tmp_path / "hostile.hostmesh.yml", url)
+    res = run([ANSIBLE_INVENTORY, "-i", str(cfg), "--list"], ansible_env("t" * 40))
+    assert res.returncode == 0, res.stderr
+    data = plain(json.loads(res.stdout))
+    assert sorted(data["_meta"]["hostvars"]) == ["web1"]
+    assert data["_meta"]["hostvars"]["web1"]["ansible_host"] == "10.50.0.2"
+    assert group_hosts(data, "hostmesh_online") == ["web1"]
+    err = " ".join(res.stderr.split())
+    assert err.count("skipping node #") == 5, err
+    assert "ignoring case" in err
+
+
 # -- without the hostmesh package ------------------------------------------------------------
 
 # The plugin needs nothing but ansible-core: its API client is the collection's own
