@@ -428,8 +428,10 @@ class AgentAPI:
             current = self.registry.get_node(node_id)
             if current is None:
                 raise ApiError(404, "no such node")
+            # a new endpoint alone moves the node's mesh address with it
+            stored_wg = None if "api_endpoint" in fields else current["wireguard_ip"]
             merged = {"api_endpoint": fields.get("api_endpoint", current["api_endpoint"]),
-                      "wireguard_ip": fields.get("wireguard_ip", current["wireguard_ip"])}
+                      "wireguard_ip": fields.get("wireguard_ip", stored_wg)}
             self.check_endpoint(merged)
             fields["api_endpoint"] = merged["api_endpoint"]
             if merged["wireguard_ip"] is not None:
