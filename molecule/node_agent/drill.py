@@ -8,7 +8,9 @@
    no node may ever be seen in another status than online;
 3. every secret value (before and after the rotation) is absent from both
    -vvv logs;
-4. the primary's SQLite files hold no plaintext key or token.
+4. the primary's SQLite files hold no plaintext key or token;
+5. rotate_keys.yml with the primary's agent stopped stops before any change,
+   saying that the primary's API does not answer.
 Prints `name: value unit` figures; exits non-zero on any failure.
 """
 
@@ -156,6 +158,23 @@ def main() -> int:
     for name, value in values.items():
         if value.encode() in db:
             failures.append(f"plaintext {name} found in the primary's database")
+    # a primary whose API does not answer: the operation stops before any change
+    subprocess.run(["docker", "exec", PRIMARY_CONTAINER, "systemctl", "stop", "hostmesh-agent"],
+                   check=True)
+    try:
+        kept = secrets_in(state)
+        rc, text, secs = playbook([*common, "../../playbooks/rotate_keys.yml"],
+                                  logdir / "rotate-no-api.log")
+        print(f"rotate_keys_primary_down: {secs:.1f} s")
+        if rc == 0 or "Nothing was changed: the primary agent-node1 does not answer" not in text:
+            failures.append("rotate_keys.yml with the primary's agent stopped did not stop with "
+                            f"a clear message; see {logdir / 'rotate-no-api.log'}")
+        if secrets_in(state) != kept:
+            failures.append("rotate_keys.yml changed secrets although the primary did not answer")
+    finally:
+        subprocess.run(["docker", "exec", PRIMARY_CONTAINER, "systemctl", "start",
+                        "hostmesh-agent"], check=True)
+
     for f in failures:
         print("FAIL:", f)
     print(f"secrets_checked: {len(values)} values")
