@@ -5,8 +5,8 @@ is the embedded lab inventory (inventory/lab/group_vars) with this lab's
 addresses, so site.yml runs on it unchanged, over SSH: the lab's key pair and
 known_hosts sit in the inventory's state dir (`ssh_dir(inventory)`):
 
+    lab.up(ssh_dir=ssh_dir(tmp / "inventory"))
     inventory = write_inventory(lab, tmp / "inventory")
-    lab.up(ssh_dir=ssh_dir(inventory))
 """
 
 from __future__ import annotations
