@@ -32,18 +32,26 @@ help:
 setup:
 	@$(ROOT)/scripts/setup-host.sh
 
+# HOSTMESH_FRESH_IMAGE=1 rebuilds the image even when one for the current
+# package list exists (.ci/run sets it: CI never reuses an earlier image).
 image: setup
-	@$(LAB) image
+	@$(LAB) image $(if $(filter-out 0,$(HOSTMESH_FRESH_IMAGE)),--force)
 
+# The lab's Cloudflare (tests/cloudflare_server) listens on the lab network's
+# gateway, where inventory/lab's ddns_api_base_url points; the ddns role only
+# talks to it.
+LAB_STATE := $(ROOT)/inventory/lab/.hostmesh
 lab-up: image
 	@$(LAB) up
+	@$(PYTHON) $(ROOT)/scripts/lab_cloudflare.py start --state-dir $(LAB_STATE) \
+	  --subnet 10.231.1.0/24 --zone lab.test >/dev/null
 
 # The lab's state goes with it (secrets, mesh record, DNS records, the local
-# Cloudflare API server); the wheel caches under inventory/lab/.hostmesh stay.
+# Cloudflare API server); the wheel cache (hostmesh_cache_dir) stays.
 lab-down:
 	@$(LAB) down
-	@if [ -x $(PYTHON) ]; then $(PYTHON) -m tests.cloudflare_server --stop \
-	  --pid-file inventory/lab/.hostmesh/cloudflare-api.pid >/dev/null; fi
+	@if [ -x $(PYTHON) ]; then $(PYTHON) $(ROOT)/scripts/lab_cloudflare.py stop \
+	  --state-dir $(LAB_STATE) >/dev/null; fi
 	@rm -rf inventory/lab/.hostmesh/secrets inventory/lab/.hostmesh/wireguard.json \
 	  inventory/lab/.hostmesh/cloudflare-api.* inventory/lab.hostmesh.yml
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lab_cloudflare
 from lab import Lab
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,8 @@ def write_inventory(lab: Lab, dest: Path) -> Path:
     """Write `dest/hosts.yml` + `dest/group_vars` for `lab`; return `dest`.
 
     The first node is the primary, the others secondaries, as in inventory/lab.
+    Also starts the lab's Cloudflare API on the lab network's gateway, where
+    the lab group_vars point the ddns role (stop it with stop_local_cloudflare).
     """
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(
@@ -55,6 +58,7 @@ def write_inventory(lab: Lab, dest: Path) -> Path:
     }
     # JSON is YAML: no PyYAML needed before the venv exists.
     (dest / "hosts.yml").write_text(json.dumps(inventory, indent=2) + "\n")
+    lab_cloudflare.start(dest / ".hostmesh", lab_cloudflare.gateway_listen(lab.subnet), ["lab.test"])
     return dest
 
 
@@ -121,18 +125,5 @@ def changed_tasks(stdout: str) -> list[str]:
 
 
 def stop_local_cloudflare(inventory: Path) -> None:
-    """Stop the lab's local Cloudflare API server that the ddns role started."""
-    subprocess.run(
-        [
-            str(VENV_BIN / "python"),
-            "-m",
-            "tests.cloudflare_server",
-            "--stop",
-            "--pid-file",
-            str(inventory / ".hostmesh" / "cloudflare-api.pid"),
-        ],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=30,
-    )
+    """Stop the lab's local Cloudflare API server that write_inventory started."""
+    lab_cloudflare.stop(inventory / ".hostmesh")

@@ -92,13 +92,14 @@ def default_cache_dir(env: dict | None = None) -> Path:
 
 # ------------------------------------------------------ the collection's wheel
 def source_files(root: Path) -> list[Path]:
-    """What the hostmesh wheel is made of. Not README.md: the nodes' wheel gets
-    a stub in its place, so a documentation edit never reinstalls (and
-    restarts) every agent."""
+    """What the hostmesh wheel is made of: pyproject.toml and the Python files
+    of its packages (the wheel holds no data files). Not the READMEs: the
+    nodes' wheel gets a stub in place of the top one, so a documentation edit
+    never reinstalls (and restarts) every agent."""
     files = [root / "pyproject.toml"]
     for tree in (root / "src" / PROJECT, root / "plugins" / "module_utils"):
-        for path in sorted(tree.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+        for path in sorted(tree.rglob("*.py")):
+            if path.is_file() and "__pycache__" not in path.parts:
                 files.append(path)
     return files
 

@@ -59,3 +59,36 @@ def test_ci_run_passes_when_both_pass(tmp_path):
     proc = subprocess.run([str(ROOT / ".ci" / "run")], env=env, capture_output=True, text=True,
                           check=False, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ci_run_uses_fresh_caches_and_a_fresh_image(tmp_path):
+    """Nothing cached outside the checkout: empty HOME and caches, removed afterwards."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    seen = tmp_path / "seen"
+    names = ["HOME", "XDG_CACHE_HOME", "PIP_CACHE_DIR", "HOSTMESH_CACHE_DIR"]
+    lines = "".join(
+        f'd="${{{n}}}"; printf "%s {n} %s %s\\n" "$1" "$d" "$(ls -A "$d" 2>/dev/null | wc -l)"'
+        f" >> {seen}\n"
+        for n in names
+    )
+    script = bindir / "make"
+    script.write_text(f"#!/bin/sh\n{lines}echo \"$1 FRESH $HOSTMESH_FRESH_IMAGE\" >> {seen}\n")
+    script.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}",
+           "HOSTMESH_CACHE_DIR": str(tmp_path / "old-cache"), "HOME": str(tmp_path / "old-home")}
+    proc = subprocess.run([str(ROOT / ".ci" / "run")], env=env, capture_output=True, text=True,
+                          check=False, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split() for line in seen.read_text().splitlines()]
+    assert [r for r in rows if r[1] == "FRESH"] == [["test", "FRESH", "1"], ["lint", "FRESH", "1"]]
+    dirs = {}
+    for target, name, path, *count in (r for r in rows if r[1] != "FRESH"):
+        assert path.startswith("/") and "old-" not in path, (name, path)
+        if name != "HOME":
+            assert count == ["0"], f"{name} {path} is not empty for make {target}"
+        dirs.setdefault(name, set()).add(path)
+    assert all(len(paths) == 1 for paths in dirs.values()), dirs
+    assert len({next(iter(p)) for p in dirs.values()}) == len(names), "one directory each"
+    for paths in dirs.values():
+        assert not Path(next(iter(paths))).exists(), "removed after the run"

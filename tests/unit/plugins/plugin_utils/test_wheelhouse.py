@@ -109,6 +109,7 @@ def test_source_hash_follows_the_wheels_sources_only(tmp_path):
     (tmp_path / "src" / "hostmesh" / "__pycache__" / "m.pyc").write_bytes(b"junk")
     (tmp_path / "build").mkdir()
     (tmp_path / "README.md").write_text("docs only: no new wheel, no agent restart\n")
+    (tmp_path / "src" / "hostmesh" / "README.md").write_text("the agent's variables\n")
     (tmp_path / "plugins" / "modules").mkdir()
     (tmp_path / "plugins" / "modules" / "node.py").write_text("# not in the wheel\n")
     assert wh.source_hash(tmp_path) == first

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""The lab's Cloudflare: start or stop tests/cloudflare_server for one lab.
+
+The ddns role talks to whatever API ``ddns_api_base_url`` names; in the lab
+that is this local server speaking Cloudflare's v4 API, started by the lab
+tooling (``make lab-up``, the molecule scenarios' prepare.yml, the site
+drills and bench), never by the role::
+
+    scripts/lab_cloudflare.py start --state-dir DIR --listen IP:PORT --zone ZONE
+    scripts/lab_cloudflare.py stop --state-dir DIR
+
+``DIR`` is the lab's ``hostmesh_state_dir`` (``<inventory>/.hostmesh``):
+``start`` creates the API token secret ``DIR/secrets/cloudflare_api_token``
+when it is missing (as ``hostmesh.cluster.secret`` would), then starts the
+server in the background with that token, keeping its records in
+``DIR/cloudflare-api.json`` and its pid and log next to it. It prints
+``started`` or ``running`` (already up). ``stop`` prints ``stopped`` or
+``not running``. Listen on the lab network's gateway (its ``.1``) so the
+controller and the nodes both reach it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "cloudflare_api_token"
+
+
+def _python() -> str:
+    venv = ROOT / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def ensure_token(state_dir: Path) -> Path:
+    """The lab's API token secret, created once (0600 in a 0700 directory)."""
+    sys.path.insert(0, str(ROOT / "collections"))
+    from ansible_collections.hostmesh.cluster.plugins.module_utils._secret import SecretStore
+
+    store = SecretStore(str(state_dir / "secrets"))
+    store.ensure(TOKEN)
+    return Path(store.path(TOKEN))
+
+
+def _server(*args: str) -> str:
+    proc = subprocess.run([_python(), "-m", "tests.cloudflare_server", *args], cwd=ROOT,
+                          capture_output=True, text=True, check=False, timeout=60)
+    if proc.returncode != 0:
+        raise SystemExit(f"lab_cloudflare: the local Cloudflare API server failed "
+                         f"(exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
+    return proc.stdout.strip()
+
+
+def start(state_dir: str | Path, listen: str, zones: list[str]) -> str:
+    state = Path(state_dir).resolve()
+    host, _, port = listen.rpartition(":")
+    try:
+        ipaddress.ip_address(host)
+        if not 0 < int(port) < 65536:
+            raise ValueError(port)
+    except ValueError:
+        raise SystemExit(f"lab_cloudflare: --listen must be IP:PORT, got {listen!r} "
+                         "(for example 10.231.1.1:8787, the lab network's gateway)") from None
+    if not zones:
+        raise SystemExit("lab_cloudflare: give at least one --zone (the lab's ddns_zone)")
+    token = ensure_token(state)
+    return _server(f"--listen={listen}", *(f"--zone={z}" for z in zones),
+                   f"--token-file={token}", f"--state-file={state / 'cloudflare-api.json'}",
+                   "--daemon", f"--pid-file={state / 'cloudflare-api.pid'}",
+                   f"--log-file={state / 'cloudflare-api.log'}")
+
+
+def stop(state_dir: str | Path) -> str:
+    pid_file = Path(state_dir).resolve() / "cloudflare-api.pid"
+    if not pid_file.exists():
+        return "not running"
+    return _server("--stop", f"--pid-file={pid_file}")
+
+
+def gateway_listen(subnet: str, port: int = 8787) -> str:
+    """IP:PORT on the first address (the Docker gateway) of a lab subnet."""
+    return f"{next(ipaddress.ip_network(subnet).hosts())}:{port}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lab_cloudflare.py",
+                                     description=__doc__.split("\n", maxsplit=1)[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("start", help="start the server (idempotent)")
+    up.add_argument("--state-dir", required=True, help="the lab's hostmesh_state_dir")
+    where = up.add_mutually_exclusive_group(required=True)
+    where.add_argument("--listen", help="IP:PORT")
+    where.add_argument("--subnet", help="the lab network's subnet: listen on its gateway, :8787")
+    up.add_argument("--zone", action="append", default=[], help="zone to serve (repeatable)")
+    down = sub.add_parser("stop", help="stop the server of --state-dir")
+    down.add_argument("--state-dir", required=True)
+    args = parser.parse_args(argv)
+    if args.cmd == "start":
+        print(start(args.state_dir, args.listen or gateway_listen(args.subnet), args.zone))
+    else:
+        print(stop(args.state_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""scripts/lab_cloudflare.py: the lab tooling, not the ddns role, runs the lab's Cloudflare."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+import urllib.request
+
+import pytest
+from _scripts import load_script
+
+lc = load_script("lab_cloudflare")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def zones(listen: str, token: str) -> list[str]:
+    req = urllib.request.Request(f"http://{listen}/client/v4/zones",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return [z["name"] for z in json.loads(resp.read())["result"]]
+
+
+def test_start_makes_the_token_serves_the_zone_and_stops(tmp_path):
+    state = tmp_path / ".hostmesh"
+    listen = f"127.0.0.1:{free_port()}"
+    try:
+        assert lc.start(state, listen, ["lab.test"]) == "started"
+        token_file = state / "secrets" / "cloudflare_api_token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        token = token_file.read_text().strip()
+        assert len(token) >= 32
+        assert zones(listen, token) == ["lab.test"]
+        # idempotent: the same server, the same token
+        assert lc.start(state, listen, ["lab.test"]) == "running"
+        assert token_file.read_text().strip() == token
+    finally:
+        assert lc.stop(state) == "stopped"
+    assert lc.stop(state) == "not running"
+    with pytest.raises(OSError):
+        zones(listen, "x")
+
+
+@pytest.mark.parametrize("listen", ["lab.test:8787", "10.231.1.1", "10.231.1.1:0"])
+def test_bad_listen_is_refused_before_anything_changes(tmp_path, listen):
+    with pytest.raises(SystemExit, match="--listen must be IP:PORT"):
+        lc.start(tmp_path / "state", listen, ["lab.test"])
+    assert not (tmp_path / "state").exists()
+
+
+def test_the_gateway_of_a_lab_subnet():
+    assert lc.gateway_listen("10.231.1.0/24") == "10.231.1.1:8787"
+    assert lc.gateway_listen("10.231.5.0/24", 9000) == "10.231.5.1:9000"
