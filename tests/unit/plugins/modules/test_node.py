@@ -54,9 +54,9 @@ def primary(tmp_path_factory):
         "NODE_API_KEY": secrets.token_urlsafe(32),
         "SERVER_ADDRESS": f"127.0.0.1:{port}",
         "NODE_API_ENDPOINT": f"http://127.0.0.1:{port}",
-        # the nodes below live on the mesh 10.9.0.0/24 with the agent port 8080: the only
+        # the nodes here and in test_node_info live on the mesh 10.9.0.0/16, agent port 8080: the only
         # endpoints a primary accepts
-        "MESH_SUBNET": "10.9.0.0/24",
+        "MESH_SUBNET": "10.9.0.0/16",
         "SERVER_PORT": "8080",
         "DATA_DIR": str(data),
         "ADMIN_TOKEN": ADMIN,
