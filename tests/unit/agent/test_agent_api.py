@@ -324,3 +324,21 @@ def test_registration_must_come_from_its_mesh_address(primary):
     # the same address cannot hold a second node (an id claimed ahead of its node)
     resp = register(primary, name="planned", id="planned-id", key=KEY2)
     assert resp.status_code == 409 and "mesh address" in resp.json()["error"]
+
+
+def test_the_primarys_health_check_proof_is_accepted_by_its_secondary(tmp_path):
+    """What HealthChecker sends is exactly what a secondary verifies (method, path, ids)."""
+    from hostmesh.agent.health import HealthChecker
+
+    papi, pclient = make(tmp_path / "p")
+    assert register(pclient, id="sec", key=KEY1).status_code == 201
+    checker = HealthChecker(papi.cfg, papi.registry)
+    headers = checker.proof_headers("sec", "http://10.50.0.2:8080")
+    sapi, sclient = make(tmp_path / "s", primary=False, NODE_API_KEY=KEY1)
+    sapi.primary_id = "prim"
+    assert sclient.get("/api/health", headers=headers).json()["caller_verified"] is True
+    assert sclient.get("/api/health", headers=headers).json()["caller_verified"] is False
+    # made for another node: worthless here
+    other = checker.proof_headers("prim", "http://10.50.0.2:8080")
+    assert sclient.get("/api/health", headers=other).json()["caller_verified"] is False
+    papi.registry.close()
