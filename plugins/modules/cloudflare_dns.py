@@ -224,11 +224,13 @@ from ansible_collections.hostmesh.cluster.plugins.module_utils._dns_reconcile im
 )
 
 try:
-    import cloudflare  # noqa: F401  (imported by make_client; checked here for a clear error)
+    # imported by make_client; asked for here so a missing SDK gets a clear error
+    from cloudflare import Cloudflare as _Cloudflare
 except ImportError:
     CLOUDFLARE_IMPORT_ERROR = traceback.format_exc()
 else:
     CLOUDFLARE_IMPORT_ERROR = None
+    del _Cloudflare
 
 
 def main():

@@ -115,7 +115,9 @@ def _command_lines(text: str):
 
 @pytest.mark.parametrize("doc", sorted(
     str(p.relative_to(REPO)) for p in [REPO / "README.md", *REPO.glob("docs/*.md"),
-                                       REPO / "src" / "hostmesh" / "agent" / "README.md"]
+                                       REPO / "src" / "hostmesh" / "agent" / "README.md",
+                                       *REPO.glob("roles/*/README.md"),
+                                       *REPO.glob("roles/*/tasks/*.yml")]
     if p.exists()))
 def test_no_secret_on_a_command_line_in_the_docs(doc):
     """The README put the Cloudflare token on a command line (`value=<token>`)."""
