@@ -53,6 +53,9 @@ _REFUSED_FLAGS = {"-f": "puts ssh in the background, so the tunnel could not be 
                   "-O": "controls a multiplexing master instead of opening a tunnel",
                   "-G": "only prints the configuration",
                   "-V": "only prints the version"}
+# ssh's one-letter options that take a value (ssh(1)): the rest of the argument,
+# or the next one, is that value and no flag
+_VALUE_FLAGS = set("BbcDEeFIiJLlmOopQRSWw")
 _STRICT = re.compile(r"^stricthostkeychecking[= ]\s*(\S+)$", re.IGNORECASE)
 _NETWORK_ERRORS = re.compile(
     r"Connection timed out|Connection refused|No route to host|Network is unreachable|"
@@ -75,16 +78,26 @@ def parse_args(ssh_args: str | Sequence[str] | None) -> list[str]:
         args = shlex.split(ssh_args) if isinstance(ssh_args, str) else [str(a) for a in ssh_args]
     except ValueError as exc:
         raise TunnelError(f"ssh_args cannot be split like a shell would: {exc}") from None
-    options = []  # every -o value, whether written "-o X" or "-oX"
-    for index, arg in enumerate(args):
-        if arg in _REFUSED_FLAGS or (arg[:2] in _REFUSED_FLAGS and len(arg) > 2 and
-                                     not arg.startswith("--")):
-            flag = arg[:2]
-            raise TunnelError(f"ssh_args must not contain {flag}: it {_REFUSED_FLAGS[flag]}")
-        if arg == "-o" and index + 1 < len(args):
-            options.append(args[index + 1])
-        elif arg.startswith("-o") and len(arg) > 2:
-            options.append(arg[2:])
+    options = []  # every -o value, whether written "-o X", "-oX" or "-4oX"
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if not arg.startswith("-") or arg in ("-", "--"):
+            continue
+        # a cluster of one-letter flags ("-Cf"); a flag that takes a value ends it
+        for pos, flag in enumerate(arg[1:], start=1):
+            if "-" + flag in _REFUSED_FLAGS:
+                raise TunnelError(
+                    f"ssh_args must not contain -{flag}: it {_REFUSED_FLAGS['-' + flag]}")
+            if flag in _VALUE_FLAGS:
+                value = arg[pos + 1:]
+                if not value and index < len(args):
+                    value = args[index]
+                    index += 1
+                if flag == "o":
+                    options.append(value)
+                break
     for option in options:
         match = _STRICT.match(option.strip())
         if match and match.group(1).lower() != "yes":

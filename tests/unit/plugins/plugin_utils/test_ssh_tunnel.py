@@ -55,7 +55,8 @@ def test_command_line_options_come_first_and_check_host_keys():
 @pytest.mark.parametrize(
     "args",
     ["-o StrictHostKeyChecking=no", "-oStrictHostKeyChecking=off",
-     ["-o", "stricthostkeychecking accept-new"], "-i k -f", "-W host:22"],
+     ["-o", "stricthostkeychecking accept-new"], "-i k -f", "-W host:22", "-Cf",
+     "-4oStrictHostKeyChecking=no"],
 )
 def test_arguments_that_weaken_or_detach_are_refused(args):
     with pytest.raises(TunnelError, match="StrictHostKeyChecking|must not contain"):
@@ -66,6 +67,8 @@ def test_arguments_are_split_like_a_shell():
     assert parse_args("-i '/a b/key' -o UserKnownHostsFile=/kh -o StrictHostKeyChecking=yes") == [
         "-i", "/a b/key", "-o", "UserKnownHostsFile=/kh", "-o", "StrictHostKeyChecking=yes"]
     assert parse_args(None) == [] and parse_args(["-4"]) == ["-4"]
+    # values are not flags: a key file named "-f" or a jump host "fhost" is fine
+    assert parse_args(["-i", "-f", "-J", "fhost", "-C"]) == ["-i", "-f", "-J", "fhost", "-C"]
     with pytest.raises(TunnelError, match="split"):
         parse_args("-i 'unclosed")
 
