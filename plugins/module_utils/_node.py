@@ -178,3 +178,25 @@ def node_info(client, *, name: str | None = None, node_id: str | None = None) ->
     if name or node_id:
         out["node"] = nodes[0] if nodes else None
     return out
+
+
+def connection_argument_spec() -> dict:
+    """The options that say how to reach the primary (doc fragment _primary_api)."""
+    return {
+        "url": {"type": "str", "default": "http://127.0.0.1:8080"},
+        "token": {"type": "str", "no_log": True},
+        "validate_certs": {"type": "bool", "default": True},
+        "ca_path": {"type": "path"},
+        "timeout": {"type": "float", "default": 5},
+    }
+
+
+def make_client(client_class, credentials_class, params: dict, token: str | None):
+    """The one API client for a module's connection options (no credentials without a token)."""
+    return client_class(
+        params["url"],
+        credentials_class(admin_token=token) if token else None,
+        timeout=params["timeout"],
+        validate_certs=params["validate_certs"],
+        ca_path=params["ca_path"],
+    )

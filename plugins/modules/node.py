@@ -168,16 +168,14 @@ from ansible_collections.hostmesh.cluster.plugins.module_utils._agent_client imp
 from ansible_collections.hostmesh.cluster.plugins.module_utils._node import (
     NodeError,
     NodeManager,
+    connection_argument_spec,
+    make_client,
 )
 
 
 def argument_spec() -> dict:
     return {
-        "url": {"type": "str", "default": "http://127.0.0.1:8080"},
-        "token": {"type": "str", "no_log": True},
-        "validate_certs": {"type": "bool", "default": True},
-        "ca_path": {"type": "path"},
-        "timeout": {"type": "float", "default": 5},
+        **connection_argument_spec(),
         "name": {"type": "str", "required": True},
         "id": {"type": "str"},
         "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
@@ -202,13 +200,7 @@ def main():
     if p["labels"] is not None:
         p["labels"] = {str(k): str(v) for k, v in p["labels"].items()}
     try:
-        client = AgentClient(
-            p["url"],
-            Credentials(admin_token=token),
-            timeout=p["timeout"],
-            validate_certs=p["validate_certs"],
-            ca_path=p["ca_path"],
-        )
+        client = make_client(AgentClient, Credentials, p, token)
         manager = NodeManager(client, check_mode=module.check_mode)
         if p["state"] == "absent":
             out = manager.absent(p["name"], p["id"])

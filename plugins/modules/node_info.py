@@ -157,16 +157,16 @@ from ansible_collections.hostmesh.cluster.plugins.module_utils._agent_client imp
     HostmeshAPIError,
     PrimaryUnreachable,
 )
-from ansible_collections.hostmesh.cluster.plugins.module_utils._node import node_info
+from ansible_collections.hostmesh.cluster.plugins.module_utils._node import (
+    connection_argument_spec,
+    make_client,
+    node_info,
+)
 
 
 def argument_spec() -> dict:
     return {
-        "url": {"type": "str", "default": "http://127.0.0.1:8080"},
-        "token": {"type": "str", "no_log": True},
-        "validate_certs": {"type": "bool", "default": True},
-        "ca_path": {"type": "path"},
-        "timeout": {"type": "float", "default": 5},
+        **connection_argument_spec(),
         "name": {"type": "str"},
         "id": {"type": "str"},
         "gather_subset": {
@@ -200,21 +200,10 @@ def main():
         )
     result = {"changed": False}
     try:
-        client = AgentClient(
-            p["url"],
-            Credentials(admin_token=token),
-            timeout=p["timeout"],
-            validate_certs=p["validate_certs"],
-            ca_path=p["ca_path"],
-        )
+        client = make_client(AgentClient, Credentials, p, token)
         if "health" in subset:
             # /api/health is public: never send the token where it is not needed
-            result["health"] = AgentClient(
-                p["url"],
-                timeout=p["timeout"],
-                validate_certs=p["validate_certs"],
-                ca_path=p["ca_path"],
-            ).health()
+            result["health"] = make_client(AgentClient, Credentials, p, None).health()
         if "nodes" in subset:
             result.update(node_info(client, name=p["name"], node_id=p["id"]))
     except PrimaryUnreachable as exc:

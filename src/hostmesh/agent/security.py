@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 import os
 import re
@@ -17,6 +16,8 @@ import secrets
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
+
+from hostmesh.module_utils import _names
 
 _PRINTABLE = re.compile(r"[\x21-\x7e]+")  # used with fullmatch
 MIN_KEY_LEN = 32
@@ -54,18 +55,8 @@ def key_problem(key: object) -> str | None:
     return None
 
 
-_IP_CHARS = re.compile(r"[0-9A-Fa-f.:]{2,45}")
-
-
-def is_ip(value: object) -> bool:
-    """A plain IPv4/IPv6 address (no zone id: `fe80::1%eth0` could carry anything)."""
-    if not isinstance(value, str) or not _IP_CHARS.fullmatch(value):
-        return False
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
+# One definition of "a plain IP address", shared with the collection's preflights.
+is_ip = _names.is_ip
 
 
 def write_private(path: Path, text: str) -> None:
