@@ -1,6 +1,6 @@
 """No secret crosses the lab network in clear: a packet capture on the lab bridge.
 
-Runs on the drills' site lab (the `site` fixture of test_site_drills.py:
+Runs on the shared site lab (the `site` fixture of conftest.py:
 site.yml converged over SSH on drill-node1..3, hostmesh-drill, 10.231.6.0/24).
 tcpdump records every frame on the lab network's bridge, as someone on the
 path between the controller and the servers would, while:
@@ -35,15 +35,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sitelab import run_playbook
-from test_site_drills import (
+from sitedrill import (
     LAB,
     docker,
     on_node,
     registered,
-    site,  # noqa: F401  (the site lab fixture)
     wait_for,
 )
+from sitelab import run_playbook
 
 HEARTBEAT_SECONDS = 15  # inventory/lab/group_vars/hostmesh_nodes/node_agent.yml
 TCPDUMP = shutil.which("tcpdump") or "/usr/bin/tcpdump"
@@ -52,8 +51,13 @@ TCPDUMP = shutil.which("tcpdump") or "/usr/bin/tcpdump"
 def lab_bridge() -> str:
     """The Linux bridge of the lab's Docker network (br-<first 12 of its id>)."""
     net_id = docker("network", "inspect", "-f", "{{.Id}}", LAB.network).stdout.strip()
-    options = docker("network", "inspect", "-f",
-                     '{{index .Options "com.docker.network.bridge.name"}}', LAB.network).stdout
+    options = docker(
+        "network",
+        "inspect",
+        "-f",
+        '{{index .Options "com.docker.network.bridge.name"}}',
+        LAB.network,
+    ).stdout
     name = options.strip() if options.strip() not in ("", "<no value>") else f"br-{net_id[:12]}"
     assert Path(f"/sys/class/net/{name}").exists(), f"no bridge {name} for {LAB.network}"
     return name
@@ -67,7 +71,8 @@ class Capture:
         self.log = path.with_suffix(".log")
         self.proc = subprocess.Popen(
             [TCPDUMP, "-i", bridge, "-s", "0", "-U", "-n", "-w", str(path)],
-            stdout=subprocess.DEVNULL, stderr=self.log.open("wb"),
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("wb"),
         )
         deadline = time.monotonic() + 10
         while "listening on" not in self.log.read_text(errors="replace"):
@@ -88,7 +93,8 @@ def lab_secrets(inventory: Path) -> dict[str, str]:
     for path in sorted((inventory / ".hostmesh" / "secrets").iterdir()):
         text = path.read_text()
         assert not text.startswith("$ANSIBLE_VAULT"), (
-            f"{path} is vault-encrypted: run the lab without a vault password")
+            f"{path} is vault-encrypted: run the lab without a vault password"
+        )
         if path.name.startswith("wireguard_psk_"):
             continue  # WireGuard preshared keys: not used in the lab, never sent anywhere
         if path.name.startswith("cloudflare_api_token"):
@@ -100,7 +106,7 @@ def lab_secrets(inventory: Path) -> dict[str, str]:
     return out
 
 
-def test_no_secret_in_clear_on_the_lab_network(site, tmp_path):  # noqa: F811
+def test_no_secret_in_clear_on_the_lab_network(site, tmp_path):
     if os.geteuid() != 0:
         pytest.fail("capturing on the lab bridge needs root (tcpdump): run the tests as root")
     if not Path(TCPDUMP).exists():
@@ -124,9 +130,10 @@ def test_no_secret_in_clear_on_the_lab_network(site, tmp_path):  # noqa: F811
         # a secondary's agent starts again: start-up heartbeat (and registration check)
         on_node("node2", "systemctl", "restart", "hostmesh-agent")
         # the control: a bearer token sent in clear over the same bridge is seen
-        req = urllib.request.Request(f"http://{LAB.address('node1')}/",
-                                     headers={"Host": "whoami.lab.test",
-                                              "Authorization": f"Bearer {canary}"})
+        req = urllib.request.Request(
+            f"http://{LAB.address('node1')}/",
+            headers={"Host": "whoami.lab.test", "Authorization": f"Bearer {canary}"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=5) as resp:
                 resp.read()
@@ -134,13 +141,21 @@ def test_no_secret_in_clear_on_the_lab_network(site, tmp_path):  # noqa: F811
             pass  # any answer will do: the request crossed the bridge
         # a few heartbeat periods of the agents talking over the mesh
         time.sleep(max(0.0, 3 * HEARTBEAT_SECONDS - (time.monotonic() - started)))
-        wait_for(lambda: sorted((registered(site.cfg) or {}).get("hostmesh_online", []))
-                 == ["node1", "node2", "node3"], 60, "node2 online again after its restart")
+        wait_for(
+            lambda: (
+                sorted((registered(site.cfg) or {}).get("hostmesh_online", []))
+                == ["node1", "node2", "node3"]
+            ),
+            60,
+            "node2 online again after its restart",
+        )
     finally:
         pcap = capture.stop()
     seconds = time.monotonic() - started
 
-    assert canary.encode() in pcap, "the capture did not see a token sent in clear: it proves nothing"
+    assert canary.encode() in pcap, (
+        "the capture did not see a token sent in clear: it proves nothing"
+    )
     leaked = sorted(name for name, value in values.items() if value.encode() in pcap)
     print(f"capture_bytes: {len(pcap)} bytes")
     print(f"capture_seconds: {seconds:.0f} s")
@@ -148,7 +163,7 @@ def test_no_secret_in_clear_on_the_lab_network(site, tmp_path):  # noqa: F811
     assert not leaked, f"secrets in clear on the lab network: {leaked}"
 
 
-def test_the_api_does_not_answer_on_public_addresses(site):  # noqa: F811
+def test_the_api_does_not_answer_on_public_addresses(site):
     """What makes the capture hold: no agent API on a node's public address."""
     for node in LAB.nodes:
         try:
@@ -159,7 +174,11 @@ def test_the_api_does_not_answer_on_public_addresses(site):  # noqa: F811
     # and it does answer on the mesh, from a peer
     wg = on_node("node1", "ip", "-4", "-o", "addr", "show", "dev", "wg0").split()
     address = wg[wg.index("inet") + 1].split("/")[0]
-    health = on_node("node2", "python3", "-c",
-                     "import json,urllib.request;print(json.load(urllib.request.urlopen("
-                     f"'http://{address}:8080/api/health',timeout=3))['status'])")
+    health = on_node(
+        "node2",
+        "python3",
+        "-c",
+        "import json,urllib.request;print(json.load(urllib.request.urlopen("
+        f"'http://{address}:8080/api/health',timeout=3))['status'])",
+    )
     assert health == "healthy"

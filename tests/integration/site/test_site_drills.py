@@ -1,8 +1,9 @@
 """site.yml end to end on a 3-node lab, then failure drills.
 
-One lab (drill-node1..3 on hostmesh-drill, 10.231.6.0/24) converged once by
-the real site.yml; the tests run in file order against it, each drill
-restoring the cluster before the next:
+Runs on the shared site lab (the `site` fixture of conftest.py: drill-node1..3
+on hostmesh-drill, 10.231.6.0/24, converged once by the real site.yml); the
+tests run in file order against it, each drill restoring the cluster before
+the next:
 
 - converge, second run changed=0, --check --diff changed=0;
 - the dynamic inventory from the primary lists every node online, and
@@ -23,244 +24,31 @@ state dir, the host keys read from each container's console by scripts/lab.py.
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import re
 import subprocess
-import sys
-import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "scripts"))
-from lab import Lab
-from sitelab import (
+from sitedrill import (
+    DETECTION_SECONDS,
+    LAB,
+    ROOT,
+    RUNS_WHOAMI,
     VENV_BIN,
+    Hammer,
     ansible_env,
-    changed_tasks,
-    recap,
-    run_playbook,
-    ssh_dir,
-    stop_local_cloudflare,
-    write_inventory,
+    docker,
+    forwarding_state,
+    get,
+    inventory_groups,
+    node_status,
+    on_node,
+    registered,
+    start_node,
+    wait_for,
+    wait_until_restored,
 )
-
-LAB = Lab(prefix="drill-", network="hostmesh-drill", subnet="10.231.6.0/24")
-SERVICE_HOST = "whoami.lab.test"
-RUNS_WHOAMI = {"node1", "node3"}  # inventory/lab/group_vars/hostmesh_nodes/main.yml
-# Lab agent settings (node_agent.yml): checks every 10 s, offline after 3 failures.
-DETECTION_SECONDS = 90
-
-
-@dataclass
-class Site:
-    inventory: Path
-    first_run: subprocess.CompletedProcess
-    cfg: Path = field(default=None)
-
-
-def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        check=False, args=["docker", *args], capture_output=True, text=True, timeout=180
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)}: {proc.stderr.strip()}")
-    return proc
-
-
-def on_node(node: str, *cmd: str) -> str:
-    return docker("exec", LAB.container(node), *cmd).stdout.strip()
-
-
-def get(node: str, timeout: float = 3.0) -> tuple[int, str]:
-    """GET / for whoami.lab.test on `node`'s public entrypoint: (status, body)."""
-    conn = http.client.HTTPConnection(LAB.address(node), 80, timeout=timeout)
-    try:
-        conn.request("GET", "/", headers={"Host": SERVICE_HOST})
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode().strip()
-    except OSError as exc:
-        return 0, f"{type(exc).__name__}: {exc}"
-    finally:
-        conn.close()
-
-
-class Hammer:
-    """Bounded request loop against some nodes, in a thread, ~20 requests/s."""
-
-    def __init__(self, nodes: list[str], interval: float = 0.05, limit_seconds: float = 300):
-        self.nodes, self.interval, self.limit = nodes, interval, limit_seconds
-        self.results: list[tuple[str, int, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.limit
-        i = 0
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            node = self.nodes[i % len(self.nodes)]
-            status, body = get(node)
-            self.results.append((node, status, body))
-            i += 1
-            time.sleep(self.interval)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    @property
-    def failures(self) -> list[tuple[str, int, str]]:
-        return [r for r in self.results if r[1] != 200]
-
-
-def forwarding_state(node: str) -> str:
-    """What `node` knows of its peers, for a failed drill's message: WireGuard
-    handshakes, Traefik's recent health-check verdicts, and the units of every node."""
-    lines = [
-        f"{node} wg latest-handshakes: " + on_node(node, "wg", "show", "wg0", "latest-handshakes")
-    ]
-    journal = docker(
-        "exec",
-        LAB.container(node),
-        "journalctl",
-        "-u",
-        "traefik",
-        "--since",
-        "-60s",
-        "--no-pager",
-        "-o",
-        "cat",
-        check=False,
-    ).stdout
-    lines += [
-        f"{node} traefik: {line[:300]}" for line in journal.splitlines() if '"msg":""' not in line
-    ][-12:]
-    for other in LAB.nodes:
-        units = docker(
-            "exec",
-            LAB.container(other),
-            "systemctl",
-            "is-active",
-            "wg-quick@wg0",
-            "traefik",
-            "hostmesh-agent",
-            "hostmesh-whoami",
-            check=False,
-        ).stdout.split()
-        lines.append(f"{other} units (wg, traefik, agent, whoami): {' '.join(units)}")
-    return "\n".join(lines)
-
-
-def inventory_groups(cfg: Path) -> dict[str, list[str]]:
-    """ansible-inventory --list from the dynamic inventory: group -> hosts."""
-    groups = registered(cfg)
-    assert groups is not None, f"ansible-inventory -i {cfg} failed or listed no node"
-    return groups
-
-
-def registered(cfg: Path) -> dict[str, list[str]] | None:
-    """The dynamic inventory's groups, or None while the primary does not answer."""
-    proc = subprocess.run(
-        check=False,
-        args=[str(VENV_BIN / "ansible-inventory"), "-i", str(cfg), "--list"],
-        cwd=ROOT,
-        env=ansible_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if proc.returncode != 0:
-        return None
-    data = json.loads(proc.stdout)
-    groups = {g: v.get("hosts", []) for g, v in data.items() if isinstance(v, dict)}
-    nodes = groups.get("hostmesh_primary", []) + groups.get("hostmesh_secondary", [])
-    return groups if nodes else None
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 2.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-
-
-def node_status(cfg: Path, node: str) -> str | None:
-    groups = inventory_groups(cfg)
-    for status in ("online", "offline", "unreachable"):
-        if node in groups.get(f"hostmesh_{status}", []):
-            return status
-    return None
-
-
-def wait_until_restored(timeout: float = 90) -> None:
-    """Every node serves, and node2 (which does not run whoami) reaches every
-    node that does: the next drill starts from a whole cluster. A rebooted node
-    answers its own port before its peers' WireGuard sessions to it are renewed."""
-    wait_for(lambda: {get(n)[0] for n in LAB.nodes} == {200}, timeout, "every node serving")
-    wait_for(
-        lambda: {get("node2")[1] for _ in range(12)} == RUNS_WHOAMI,
-        timeout,
-        f"node2 forwarding to each of {sorted(RUNS_WHOAMI)}",
-    )
-
-
-def start_node(node: str) -> None:
-    docker("start", LAB.container(node))
-    assert LAB.wait_systemd(node, 180) in ("running", "degraded")
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Site:
-    LAB.down()
-    dest = tmp_path_factory.mktemp("drill") / "inventory"
-    LAB.up(ssh_dir=ssh_dir(dest))
-    inventory = write_inventory(LAB, dest)
-    state = inventory / ".hostmesh"
-    try:
-        first, _ = run_playbook(inventory, "site.yml", check=False)
-        assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
-        cfg = inventory.parent / "drill.hostmesh.yml"
-        # The token stays in the lab's secret store; the config only points at it.
-        cfg.write_text(
-            "plugin: hostmesh.cluster.nodes\n"
-            # the API listens on the mesh and loopback only: an SSH tunnel to the primary
-            f"ssh_host: {LAB.address('node1')}\n"
-            "ssh_user: admin\n"
-            f"ssh_args: -i {ssh_dir(inventory)}/id_ed25519 -o IdentitiesOnly=yes"
-            f" -o UserKnownHostsFile={ssh_dir(inventory)}/known_hosts\n"
-            f"token: \"{{{{ lookup('ansible.builtin.file', '{state}/secrets/admin_token') }}}}\"\n"
-            # over SSH to the nodes' public addresses, with the lab's key and known_hosts
-            "ansible_host_source: public_ip\n"
-            "compose:\n"
-            "  ansible_user: \"'admin'\"\n"
-            '  ansible_become: "true"\n'
-            f"  ansible_ssh_private_key_file: \"'{ssh_dir(inventory)}/id_ed25519'\"\n"
-            f"  ansible_ssh_common_args: \"'-o UserKnownHostsFile={ssh_dir(inventory)}/known_hosts"
-            " -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes'\"\n"
-        )
-        yield Site(inventory, first, cfg)
-    finally:
-        stop_local_cloudflare(inventory)
-        # HOSTMESH_KEEP_LAB=1 leaves the drill's containers running to look at
-        # after a failure; the next run removes them first.
-        if not os.environ.get("HOSTMESH_KEEP_LAB"):
-            LAB.down()
+from sitelab import changed_tasks, recap, run_playbook
 
 
 def test_site_converges_every_node(site):

@@ -1,6 +1,6 @@
 """hostmesh.cluster.firewall on the whole site lab: what answers, from where.
 
-Runs on the drills' site lab (the `site` fixture of test_site_drills.py:
+Runs on the shared site lab (the `site` fixture of conftest.py:
 site.yml converged on drill-node1..3, hostmesh-drill, 10.231.6.0/24) with the
 firewall on, and scans every node with TCP connects (molecule/firewall/scan.py:
 open = accepted, closed = refused, filtered = dropped):
@@ -29,16 +29,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sitelab import changed_tasks, recap, run_playbook
-from test_site_drills import (
+from sitedrill import (
     LAB,
     docker,
     get,
     on_node,
-    site,  # noqa: F401  (the site lab fixture)
     wait_for,
     wait_until_restored,
 )
+from sitelab import changed_tasks, recap, run_playbook
 
 SCAN = ROOT / "molecule" / "firewall" / "scan.py"
 CLOSED = 47613  # nothing listens there and nothing opens it
@@ -56,16 +55,22 @@ def expect(answering: dict[str, str]) -> dict[str, str]:
 def scan_from_gateway(address: str, ports=PORTS) -> dict[str, str]:
     proc = subprocess.run(
         [sys.executable, str(SCAN), address, *map(str, ports)],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return json.loads(proc.stdout)
 
 
 def scan_from_node(node: str, address: str, ports=PORTS) -> dict[str, str]:
     proc = subprocess.run(
-        ["docker", "exec", "-i", LAB.container(node), "python3", "-", address,
-         *map(str, ports)],
-        input=SCAN.read_text(), capture_output=True, text=True, timeout=60, check=True,
+        ["docker", "exec", "-i", LAB.container(node), "python3", "-", address, *map(str, ports)],
+        input=SCAN.read_text(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return json.loads(proc.stdout)
 
@@ -81,7 +86,7 @@ def peer_of(node: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def firewalled(site):  # noqa: F811
+def firewalled(site):
     """The site lab with the firewall on (whether or not the lab inventory
     enables it), applied over the lab's own connection with its safety net."""
     first, _ = run_playbook(site.inventory, "playbooks/firewall.yml", "-e", "firewall_enabled=true")
