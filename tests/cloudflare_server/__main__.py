@@ -117,11 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pid-file", help="pid file (with --daemon / --stop)")
     parser.add_argument("--log-file", help="log file (with --daemon)")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--dns-listen", help="also answer DNS for the zones on HOST:PORT, UDP and "
+                        "TCP (tests/cloudflare_server/dns.py; PORT 0: one the OS picks)")
+    parser.add_argument("--dns-port-file", help="write the bound DNS port here once listening")
     args = parser.parse_args(argv)
 
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         parser.error(f"--listen must be HOST:PORT, not {args.listen!r}")
+    if args.dns_listen is not None:
+        dns_host, _, dns_port = args.dns_listen.rpartition(":")
+        if not dns_host or not dns_port.isdigit() or int(dns_port) > 65535:
+            parser.error(f"--dns-listen must be HOST:PORT, not {args.dns_listen!r}")
     if args.stop:
         return _stop(args)
     if args.daemon:
@@ -147,6 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     if not state.tokens:
         print("cloudflare_server: warning: no token configured; every API call will be refused "
               "(use --token-file or the CLOUDFLARE_API_TOKEN environment variable)", file=sys.stderr)
+
+    if args.dns_listen is not None:
+        from .dns import DnsServer
+
+        try:
+            dns_server = DnsServer(state, dns_host.strip("[]"), int(dns_port)).start()
+        except OSError as exc:
+            print(f"cloudflare_server: cannot answer DNS on {args.dns_listen}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 1
+        if args.dns_port_file:
+            Path(args.dns_port_file).write_text(str(dns_server.port))
 
     config = uvicorn.Config(create_app(state), host=host, port=int(port),
                             log_level=args.log_level, access_log=False)

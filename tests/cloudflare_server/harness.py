@@ -22,13 +22,15 @@ class CloudflareServer:
     """A running ``python -m tests.cloudflare_server`` on loopback, port chosen by the OS."""
 
     def __init__(self, zones=("example.org",), token="test-token-0123456789", read_token=None,
-                 host="127.0.0.1"):
+                 host="127.0.0.1", dns=False):
         self.zones = list(zones)
         self.token = token
         self.read_token = read_token
         self.host = host
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
+        self.dns = dns  # also answer DNS (UDP+TCP) on host:dns_port
+        self.dns_port: int | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="hm-cf-")
 
     @property
@@ -49,6 +51,8 @@ class CloudflareServer:
                 "--port-file", str(tmp / "port")]
         for zone in self.zones:
             args += ["--zone", zone]
+        if self.dns:
+            args += ["--dns-listen", f"{self.host}:0", "--dns-port-file", str(tmp / "dns-port")]
         tok = tmp / "token"
         tok.write_text(self.token)
         tok.chmod(0o600)
@@ -66,6 +70,8 @@ class CloudflareServer:
             port_file = tmp / "port"
             if port_file.exists() and port_file.read_text().strip():
                 self.port = int(port_file.read_text())
+                if self.dns:
+                    self.dns_port = int((tmp / "dns-port").read_text())
                 return self
             time.sleep(0.05)
         self.stop()
