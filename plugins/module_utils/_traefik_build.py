@@ -12,6 +12,10 @@ from __future__ import annotations
 import json
 import re
 
+from ansible_collections.hostmesh.cluster.plugins.module_utils._apps_validate import (
+    resolve_placement,
+    validate_apps,
+)
 from ansible_collections.hostmesh.cluster.plugins.module_utils._traefik_rules import (
     HTTP_MATCHERS,
     parse_rule,
@@ -30,6 +34,9 @@ SERVICE_KEYS = {
     "entry_port",
     "rule",
     "middlewares",
+    # Container apps (_apps_validate.py): replicas is resolved into nodes first.
+    "container",
+    "replicas",
 }
 # Peers are reached over WireGuard: a dead peer drops packets instead of
 # refusing, so dial briefly and let the retry middleware pick another peer
@@ -67,6 +74,8 @@ def validate_registry(services, nodes, reserved_ports=()):
         return errors, warnings
     if not isinstance(services, dict):
         return ["hostmesh_services must be a mapping of service name to settings"], warnings
+    errors.extend(validate_apps(services, list(nodes), reserved_ports))
+    services = resolve_placement(services, list(nodes))
     seen_hosts, seen_ports = {}, {}
     for name in sorted(services):
         svc = services[name]
@@ -186,6 +195,7 @@ def build_dynamic_config(
     """
     services = services or {}
     errors = validate_registry(services, mesh_addresses, reserved_ports)[0]
+    services = resolve_placement(services, list(mesh_addresses))
     if node not in mesh_addresses:
         errors.append(
             "node {!r} is not in the inventory's node list ({})".format(

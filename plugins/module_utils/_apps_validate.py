@@ -1,0 +1,286 @@
+# Private to the collection: may change without notice.
+"""Container apps in the service registry: placement and validation.
+
+A ``hostmesh_services`` entry becomes an app when it carries ``container:``.
+Placement is either ``nodes: [...]`` (as for every service) or
+``replicas: N``, spread over the cluster's nodes by rendezvous hashing of
+(app name, node name): the same inventory always gives the same nodes, scaling
+up keeps the nodes already chosen and adds the next ones, scaling down drops
+the last ones added, and a node joining or leaving moves only the replicas
+it wins or held. ``resolve_placement`` turns ``replicas`` into ``nodes`` so
+that Traefik's config and the apps role agree on where an app runs.
+
+Standard library only (runs on the nodes).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+
+CONTAINER_KEYS = {
+    "image",
+    "command",
+    "env",
+    "port",
+    "volumes",
+    "healthcheck",
+    "restart_policy",
+    "health_timeout",
+    "registry",
+}
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+# [registry[:port]/]path[:tag][@sha256:<64 hex>]
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_RE = re.compile(
+    r"^(?:(?P<registry>[A-Za-z0-9.-]+(?::[0-9]+)?)/)?"
+    rf"(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def rendezvous(name, nodes, count):
+    """The ``count`` nodes with the highest hash of (name, node), in inventory order."""
+    ranked = sorted(
+        nodes,
+        key=lambda n: hashlib.sha256(f"{name}\0{n}".encode()).hexdigest(),
+        reverse=True,
+    )
+    chosen = set(ranked[:count])
+    return [n for n in nodes if n in chosen]
+
+
+def is_app(svc):
+    return isinstance(svc, dict) and svc.get("container") is not None
+
+
+def placement(name, svc, nodes):
+    """Nodes an entry runs on: its ``nodes``, else ``replicas`` spread over ``nodes``."""
+    if svc.get("nodes") is not None:
+        return list(svc["nodes"])
+    replicas = svc.get("replicas")
+    if _int(replicas) and 0 < replicas <= len(nodes):
+        return rendezvous(name, sorted(nodes), replicas)
+    return []
+
+
+def resolve_placement(services, nodes):
+    """A copy of the registry with ``replicas`` replaced by the ``nodes`` it places on.
+
+    Entries that are not valid are returned as they are (the validators name them).
+    """
+    if not isinstance(services, dict):
+        return services
+    out = {}
+    for name, svc in services.items():
+        if isinstance(svc, dict) and svc.get("nodes") is None and svc.get("replicas") is not None:
+            placed = placement(name, svc, list(nodes))
+            svc = {k: v for k, v in svc.items() if k != "replicas"}
+            if placed:
+                svc["nodes"] = placed
+        out[name] = svc
+    return out
+
+
+def parse_image(image):
+    """(registry or None, path, tag or None, digest or None), or None when it does not parse."""
+    if not isinstance(image, str):
+        return None
+    match = IMAGE_RE.match(image)
+    if not match:
+        return None
+    registry = match.group("registry")
+    path = match.group("path")
+    # "name:tag" without a slash before the colon is path + tag, not a registry.
+    if registry and "." not in registry and ":" not in registry and registry != "localhost":
+        path = f"{registry}/{path}"
+        registry = None
+    return registry, path, match.group("tag"), match.group("digest")
+
+
+def _check_placement(pre, name, svc, nodes):
+    errors = []
+    replicas = svc.get("replicas")
+    if replicas is None:
+        return errors
+    if svc.get("nodes") is not None:
+        errors.append(
+            f"{pre}: set either nodes or replicas, not both (nodes pins the app, replicas spreads "
+            "it over the cluster)"
+        )
+    elif not _int(replicas) or replicas < 1:
+        errors.append(f"{pre}: replicas must be a positive integer, got {replicas!r}")
+    elif replicas > len(nodes):
+        errors.append(
+            "{}: replicas {} is more than the {} nodes of the cluster ({}); lower "
+            "hostmesh_services.{}.replicas or add nodes".format(
+                pre, replicas, len(nodes), ", ".join(sorted(nodes)) or "none", name
+            )
+        )
+    return errors
+
+
+def _check_volume(pre, volume):
+    if not isinstance(volume, str) or volume.count(":") not in (1, 2):
+        return [
+            (f"{pre}: volume {volume!r} must be SOURCE:TARGET[:ro|rw] (SOURCE a volume name or "
+            "an absolute path)")
+        ]
+    parts = volume.split(":")
+    source, target = parts[0], parts[1]
+    errors = []
+    if not (source.startswith("/") or VOLUME_NAME_RE.match(source)):
+        errors.append(
+            f"{pre}: volume source {source!r} must be a name (letters, digits, . _ -) or an "
+            "absolute path"
+        )
+    if not target.startswith("/"):
+        errors.append(f"{pre}: volume target {target!r} must be an absolute path in the container")
+    if len(parts) == 3 and parts[2] not in ("ro", "rw"):
+        errors.append(f"{pre}: volume mode {parts[2]!r} must be ro or rw")
+    return errors
+
+
+def _check_container(pre, ctr):
+    if not isinstance(ctr, dict):
+        return [f"{pre}: container must be a mapping (image, command, env, ...)"]
+    errors = []
+    extra = set(ctr) - CONTAINER_KEYS
+    if extra:
+        errors.append(
+            "{}: container has unknown keys {} (known: {})".format(
+                pre, ", ".join(sorted(map(str, extra))), ", ".join(sorted(CONTAINER_KEYS))
+            )
+        )
+    image = ctr.get("image")
+    if parse_image(image) is None:
+        errors.append(
+            f"{pre}: container.image {image!r} is not an image reference like "
+            "registry.example.org:5000/team/app:1.2 or ...@sha256:<digest>"
+        )
+    command = ctr.get("command")
+    if command is not None and not (
+        isinstance(command, str)
+        or (isinstance(command, list) and all(isinstance(c, str) for c in command))
+    ):
+        errors.append(f"{pre}: container.command must be a string or a list of strings")
+    env = ctr.get("env")
+    if env is not None:
+        if not isinstance(env, dict):
+            errors.append(f"{pre}: container.env must be a mapping of NAME: value")
+        else:
+            for key, value in env.items():
+                if not isinstance(key, str) or not ENV_NAME_RE.match(key):
+                    errors.append(f"{pre}: container.env name {key!r} is not a variable name")
+                elif isinstance(value, (dict, list)) or value is None:
+                    # Never show the value: it may be a secret.
+                    errors.append(f"{pre}: container.env.{key} must be a string or number")
+    port = ctr.get("port")
+    if port is not None and not (_int(port) and 0 < port < 65536):
+        errors.append(f"{pre}: container.port must be an integer 1-65535, got {port!r}")
+    volumes = ctr.get("volumes")
+    if volumes is not None:
+        if not isinstance(volumes, list):
+            errors.append(f"{pre}: container.volumes must be a list of SOURCE:TARGET[:ro|rw]")
+        else:
+            for volume in volumes:
+                errors.extend(_check_volume(pre, volume))
+    policy = ctr.get("restart_policy", "unless-stopped")
+    if policy not in RESTART_POLICIES:
+        errors.append(
+            "{}: container.restart_policy must be one of {}, got {!r}".format(
+                pre, ", ".join(RESTART_POLICIES), policy
+            )
+        )
+    health = ctr.get("healthcheck")
+    if health is not None and not (isinstance(health, dict) and health.get("test")):
+        errors.append(
+            f"{pre}: container.healthcheck must be a mapping with test (Docker's HEALTHCHECK), "
+            "e.g. {test: [CMD, /app/check], interval: 5s}"
+        )
+    timeout = ctr.get("health_timeout", 60)
+    if not (_int(timeout) and timeout > 0):
+        errors.append(f"{pre}: container.health_timeout must be a positive number of seconds")
+    registry = ctr.get("registry")
+    if registry is not None and not isinstance(registry, str):
+        errors.append(f"{pre}: container.registry must be the name of an apps_registries entry")
+    return errors
+
+
+def validate_apps(services, nodes, reserved_ports=()):
+    """Problems of the registry's apps (empty when valid); every message names the app.
+
+    ``nodes`` are the cluster's node names; ``reserved_ports`` are host ports that no
+    app may publish (Traefik's, the agent's).
+    """
+    errors = []
+    if not isinstance(services, dict):
+        return errors
+    nodes = list(nodes)
+    for name in sorted(services, key=str):
+        svc = services[name]
+        if not isinstance(svc, dict):
+            continue
+        pre = f"app {name!r}"
+        errors.extend(_check_placement(pre, name, svc, nodes))
+        if is_app(svc):
+            errors.extend(_check_container(pre, svc["container"]))
+            if svc.get("nodes") is None and svc.get("replicas") is None:
+                errors.append(f"{pre}: set nodes: [...] or replicas: N (where the app runs)")
+    resolved = resolve_placement(services, nodes)
+    taken = {}  # (node, port) -> service name
+    for name in sorted(resolved, key=str):
+        svc = resolved[name]
+        if not isinstance(svc, dict) or not isinstance(svc.get("nodes"), list):
+            continue
+        port = svc.get("port")
+        if not _int(port):
+            continue
+        if is_app(svc) and port in reserved_ports:
+            errors.append(
+                "app {!r}: port {} is used by the cluster itself ({}); choose another "
+                "hostmesh_services.{}.port".format(
+                    name, port, ", ".join(str(p) for p in sorted(reserved_ports)), name
+                )
+            )
+            continue
+        for node in svc["nodes"]:
+            other = taken.get((node, port))
+            if other is not None and (is_app(svc) or is_app(resolved[other])):
+                errors.append(
+                    f"app {name!r}: port {port} on {node} is already taken by {other!r}; give "
+                    f"hostmesh_services.{name}.port another port"
+                )
+                break
+            taken[(node, port)] = name
+    return errors
+
+
+def app_plan(services, nodes):
+    """Per app: resolved nodes and the container settings with defaults filled in."""
+    plan = {}
+    for name, svc in sorted(resolve_placement(services or {}, list(nodes)).items()):
+        if not is_app(svc):
+            continue
+        ctr = copy.deepcopy(svc["container"])
+        ctr.setdefault("port", svc.get("port"))
+        ctr.setdefault("restart_policy", "unless-stopped")
+        ctr.setdefault("health_timeout", 60)
+        ctr.setdefault("env", {})
+        ctr.setdefault("volumes", [])
+        plan[name] = {
+            "nodes": list(svc.get("nodes") or []),
+            "port": svc.get("port"),
+            "protocol": svc.get("protocol", "http"),
+            "health_path": svc.get("health_path", "/"),
+            "container": ctr,
+        }
+    return plan
