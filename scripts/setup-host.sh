@@ -2,7 +2,8 @@
 # Make a Debian host ready for hostmesh development, the lab and CI:
 #   - Debian packages: docker.io, debootstrap, wireguard-tools, openssh-client, python3-venv,
 #     and for tests openssh-server (its system service is left stopped and
-#     disabled: tests start their own sshd on 127.0.0.1) and tcpdump
+#     disabled: tests start their own sshd on 127.0.0.1), tcpdump and pebble (an
+#     ACME test CA, run by tests and the lab, never as a system service)
 #   - the Docker engine running (dockerd started in the background if needed)
 #   - .venv with the project installed (`pip install -e '.[dev]'`), refreshed
 #     only when pyproject.toml changed (stamp file .venv/.hostmesh-setup)
@@ -33,9 +34,10 @@ declare -A WANT=(
   [ssh-keygen]=openssh-client
   [sshd]=openssh-server   # the SSH-tunnel test starts a throwaway sshd on 127.0.0.1
   [tcpdump]=tcpdump       # the lab's packet-capture test
+  [pebble]=pebble         # the lab's ACME test CA (scripts/lab_acme.py, tests/integration/tls)
 )
 missing_pkgs=()
-for cmd in docker dockerd debootstrap wg ssh ssh-keygen sshd tcpdump; do
+for cmd in docker dockerd debootstrap wg ssh ssh-keygen sshd tcpdump pebble; do
   # debootstrap and dockerd live in /usr/sbin, often not on a user's PATH
   if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
     pkg="${WANT[$cmd]}"

@@ -1,4 +1,4 @@
-"""The `hostmesh` command: `hostmesh agent` and `hostmesh ddns sync`.
+"""The `hostmesh` command: `hostmesh agent`, `hostmesh ddns sync` and `hostmesh acme renew`.
 
 Each subcommand lives in its own package and registers its arguments through
 an `add_arguments(parser)` / `run(args) -> int` pair, imported lazily so the
@@ -15,6 +15,7 @@ import sys
 _COMMANDS = {
     ("agent",): ("hostmesh.agent.main", "run the node agent (primary or secondary)"),
     ("ddns", "sync"): ("hostmesh.dns.sync", "update this node's own DNS records"),
+    ("acme", "renew"): ("hostmesh.tls.cli", "order or renew the cluster's certificates (primary)"),
 }
 
 

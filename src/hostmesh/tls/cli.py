@@ -1,0 +1,135 @@
+"""`hostmesh acme renew`: one pass of the cluster's ACME issuer (run on the primary only).
+
+Settings come from an environment file (``/etc/hostmesh-acme/acme.env``, mode
+0600) and may be overridden by flags:
+
+    ACME_DIRECTORY_URL   the CA's directory (Let's Encrypt, or the lab's pebble)
+    ACME_EMAIL           contact for the account (optional)
+    ACME_CA_BUNDLE       verify the CA's HTTPS with this file (a private CA such as pebble)
+    ACME_ZONE            the Cloudflare zone of every name
+    ACME_CLUSTER         the cluster name of the owner comment hostmesh:<cluster>:acme
+    ACME_CERTS           certificate sets: names joined by ",", sets by ";"
+                         (e.g. "example.org,*.example.org")
+    ACME_STATE_DIR       account, certificates, status.json (default /var/lib/hostmesh-acme)
+    ACME_TOKEN_FILE      file holding the Cloudflare API token (Zone:Read + DNS:Edit), 0600
+    CLOUDFLARE_BASE_URL  the API (default Cloudflare's; the lab's stand-in)
+    ACME_PROPAGATION_SECONDS  wait after writing the TXT records (default 10)
+    ACME_BACKOFF_SECONDS base of the retry backoff after a failure (default 60, doubling, max 6 h)
+
+Exit codes: 0 every set has a valid certificate (issued now or earlier, none
+failed in this pass), 1 an order failed or is backing off (the current
+certificate keeps serving; the log says why and when the next try is; the
+systemd unit shows failed), 2 bad configuration (nothing was ordered).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = "/etc/hostmesh-acme/acme.env"
+
+_ENV = {
+    "ACME_DIRECTORY_URL": "directory_url",
+    "ACME_EMAIL": "email",
+    "ACME_CA_BUNDLE": "ca_bundle",
+    "ACME_ZONE": "zone",
+    "ACME_CLUSTER": "cluster",
+    "ACME_CERTS": "certs",
+    "ACME_STATE_DIR": "state_dir",
+    "ACME_TOKEN_FILE": "token_file",
+    "CLOUDFLARE_BASE_URL": "api_base_url",
+    "ACME_PROPAGATION_SECONDS": "propagation_seconds",
+    "ACME_BACKOFF_SECONDS": "backoff_seconds",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help=f"environment file with ACME_* settings (default "
+                        f"{DEFAULT_CONFIG} when it exists)")
+    for key, dest in _ENV.items():
+        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, help=f"({key})")
+    parser.add_argument("--force", action="store_true", help="order every set now")
+    parser.add_argument("--status", action="store_true",
+                        help="print status.json and exit (no order)")
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _read_env(path: str) -> dict[str, str]:
+    from hostmesh.dns.sync import read_env_file
+
+    try:
+        return read_env_file(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+
+
+def resolve(args: argparse.Namespace):
+    from hostmesh.tls.issuer import CertSet, IssuerConfig, IssuerError
+
+    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
+    env = _read_env(path) if path else {}
+    val = {dest: getattr(args, dest, None) or env.get(key) or None for key, dest in _ENV.items()}
+    missing = [k for k, d in _ENV.items()
+               if d in ("directory_url", "zone", "cluster", "certs", "token_file") and not val[d]]
+    if missing:
+        raise ConfigError(f"missing settings: {', '.join(missing)} (in {path or DEFAULT_CONFIG} "
+                          "or as flags)")
+    try:
+        token = Path(val["token_file"]).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read token file {val['token_file']}: {exc.strerror}") from None
+    if not token:
+        raise ConfigError(f"token file {val['token_file']} is empty")
+    try:
+        sets = [CertSet.from_domains(group.split(","))
+                for group in val["certs"].split(";") if group.strip()]
+        numbers = {k: float(val[k]) for k in ("propagation_seconds", "backoff_seconds")
+                   if val[k] is not None}
+    except IssuerError as exc:
+        raise ConfigError(f"ACME_CERTS: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"not a number: {exc}") from None
+    return IssuerConfig(
+        directory_url=val["directory_url"], zone=val["zone"].lower().rstrip("."),
+        cluster=val["cluster"], sets=sets, api_token=token, api_base_url=val["api_base_url"],
+        state_dir=Path(val["state_dir"] or "/var/lib/hostmesh-acme"), email=val["email"],
+        ca_bundle=val["ca_bundle"],
+        propagation_seconds=numbers.get("propagation_seconds", 10.0),
+        backoff_base=numbers.get("backoff_seconds", 60.0),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="hostmesh-acme: %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    # The SDK's HTTP log names URLs only, but nothing from other libraries is needed here.
+    for noisy in ("httpx", "httpcore", "urllib3", "acme", "cloudflare"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    log = logging.getLogger("hostmesh.acme")
+    from hostmesh.tls.issuer import Issuer, IssuerError
+
+    try:
+        cfg = resolve(args)
+        issuer = Issuer(cfg)
+    except (ConfigError, IssuerError) as exc:
+        log.error("configuration error: %s; nothing was ordered", exc)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - InvalidSpec from the name check
+        log.error("configuration error: %s; nothing was ordered", exc)
+        return 2
+    if args.status:
+        print(json.dumps(issuer.status(), indent=2, sort_keys=True))
+        return 0
+    os.umask(0o077)
+    status = issuer.run_once(force=args.force)
+    bad = [name for name, st in status["sets"].items()
+           if st.get("failures") or not st.get("serial")]
+    return 1 if bad else 0
