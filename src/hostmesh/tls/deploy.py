@@ -1,0 +1,123 @@
+"""Hand a certificate to Traefik's file provider without restarting Traefik.
+
+Layout on a node (standard library only, so the same code can run anywhere):
+
+- ``<tls_dir>/<set>-<version>.crt`` (0644) and ``.key`` (0600, owned by Traefik's
+  user when ``owner`` is given): one pair per certificate version, never
+  rewritten in place;
+- ``<dynamic_dir>/hostmesh-tls.yml``: ``tls.certificates`` listing the current
+  pair of every set, and the first set as the default certificate (served to
+  clients without SNI or with an unknown name). Written atomically, last.
+
+Order of a switch: the new pair is written first, then the dynamic file is
+replaced in one ``rename``; Traefik's file provider (``watch: true``) sees the
+directory change and loads the new pair, while connections already open keep
+the old one. Pairs older than the previous one are removed afterwards, so a
+reload that is still reading the previous file never finds it gone. The
+dynamic file holds paths only: no key is ever in it (and so never in a diff).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+DYNAMIC_NAME = "hostmesh-tls.yml"
+_PAIR = re.compile(r"^(?P<set>[a-z0-9][a-z0-9.-]*)-(?P<serial>[0-9a-f]+)\.(crt|key)$")
+
+
+@dataclass
+class Pair:
+    name: str
+    serial: str
+    cert: Path
+    key: Path
+
+
+def _write(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def render(pairs: list[Pair]) -> str:
+    """The dynamic file (YAML is a superset of JSON: one stable rendering)."""
+    certs = [{"certFile": str(p.cert), "keyFile": str(p.key)} for p in pairs]
+    config: dict = {"tls": {"certificates": certs}}
+    if pairs:
+        config["tls"]["stores"] = {"default": {"defaultCertificate": dict(certs[0])}}
+    return "# hostmesh: certificates of the cluster (hostmesh.tls.deploy); paths only\n" + \
+        json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def install(sources: dict[str, tuple[bytes, bytes]], tls_dir: str | Path,
+            dynamic_dir: str | Path, *, owner: tuple[int, int] | None = None) -> bool:
+    """Install ``{set: (fullchain_pem, key_pem)}``; True when anything changed.
+
+    A set whose current pair already holds these bytes is left alone (idempotent).
+    """
+    tls = Path(tls_dir)
+    tls.mkdir(mode=0o750, parents=True, exist_ok=True)
+    pairs: list[Pair] = []
+    changed = False
+    for name in sorted(sources):
+        chain, key = sources[name]
+        serial = _serial(chain)
+        pair = Pair(name, serial, tls / f"{name}-{serial}.crt", tls / f"{name}-{serial}.key")
+        if not (pair.cert.exists() and pair.key.exists()
+                and pair.cert.read_bytes() == chain and pair.key.read_bytes() == key):
+            _write(pair.key, key, 0o600, owner)
+            _write(pair.cert, chain, 0o644, owner)
+            changed = True
+        pairs.append(pair)
+    dynamic = Path(dynamic_dir) / DYNAMIC_NAME
+    text = render(pairs).encode()
+    if not dynamic.exists() or dynamic.read_bytes() != text:
+        _write(dynamic, text, 0o644, None)
+        changed = True
+    _prune(tls, {p.name: p.serial for p in pairs})
+    return changed
+
+
+def _prune(tls: Path, current: dict[str, str]) -> None:
+    """Keep each set's current and previous pair; remove older ones and unknown sets' pairs."""
+    found: dict[str, list[tuple[float, str]]] = {}
+    for f in tls.iterdir():
+        m = _PAIR.match(f.name)
+        if m and f.suffix == ".crt":
+            found.setdefault(m["set"], []).append((f.stat().st_mtime, m["serial"]))
+    for name, versions in found.items():
+        keep = {current.get(name)}
+        older = sorted((v for v in versions if v[1] != current.get(name)), reverse=True)
+        if name in current and older:
+            keep.add(older[0][1])
+        for _mtime, serial in versions:
+            if serial not in keep:
+                for ext in (".crt", ".key"):
+                    (tls / f"{name}-{serial}{ext}").unlink(missing_ok=True)
+
+
+def _serial(chain: bytes) -> str:
+    """A version id of the chain: its SHA-256, 16 hex digits (stdlib only, unlike the serial)."""
+    return hashlib.sha256(chain).hexdigest()[:16]
+
+
+def from_issuer(state_dir: str | Path, names: list[str]) -> dict[str, tuple[bytes, bytes]]:
+    """The issuer's current pair of each set (``certs/<set>/current``)."""
+    out = {}
+    for name in names:
+        cur = Path(state_dir) / "certs" / name / "current"
+        out[name] = ((cur / "fullchain.pem").read_bytes(), (cur / "privkey.pem").read_bytes())
+    return out
