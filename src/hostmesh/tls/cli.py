@@ -15,6 +15,11 @@ Settings come from an environment file (``/etc/hostmesh-acme/acme.env``, mode
     CLOUDFLARE_BASE_URL  the API (default Cloudflare's; the lab's stand-in)
     ACME_PROPAGATION_SECONDS  wait after writing the TXT records (default 10)
     ACME_BACKOFF_SECONDS base of the retry backoff after a failure (default 60, doubling, max 6 h)
+    ACME_DEPLOY_TLS_DIR, ACME_DEPLOY_DYNAMIC_DIR  when set: after every pass, hand the
+                         current certificates to this node's Traefik (hostmesh.tls.deploy:
+                         versioned pair in the TLS dir, hostmesh-tls.yml in the file
+                         provider's directory; no restart)
+    ACME_DEPLOY_USER     owner of the installed pairs (Traefik's user, e.g. traefik)
 
 Exit codes: 0 every set has a valid certificate (issued now or earlier, none
 failed in this pass), 1 an order failed or is backing off (the current
@@ -45,6 +50,9 @@ _ENV = {
     "CLOUDFLARE_BASE_URL": "api_base_url",
     "ACME_PROPAGATION_SECONDS": "propagation_seconds",
     "ACME_BACKOFF_SECONDS": "backoff_seconds",
+    "ACME_DEPLOY_TLS_DIR": "deploy_tls_dir",
+    "ACME_DEPLOY_DYNAMIC_DIR": "deploy_dynamic_dir",
+    "ACME_DEPLOY_USER": "deploy_user",
 }
 
 
@@ -97,6 +105,9 @@ def resolve(args: argparse.Namespace):
         raise ConfigError(f"ACME_CERTS: {exc}") from None
     except ValueError as exc:
         raise ConfigError(f"not a number: {exc}") from None
+    if bool(val["deploy_tls_dir"]) != bool(val["deploy_dynamic_dir"]):
+        raise ConfigError("set both ACME_DEPLOY_TLS_DIR and ACME_DEPLOY_DYNAMIC_DIR, or neither")
+    args.deploy = (val["deploy_tls_dir"], val["deploy_dynamic_dir"], val["deploy_user"])
     return IssuerConfig(
         directory_url=val["directory_url"], zone=val["zone"].lower().rstrip("."),
         cluster=val["cluster"], sets=sets, api_token=token, api_base_url=val["api_base_url"],
@@ -132,4 +143,22 @@ def run(args: argparse.Namespace) -> int:
     status = issuer.run_once(force=args.force)
     bad = [name for name, st in status["sets"].items()
            if st.get("failures") or not st.get("serial")]
+    tls_dir, dynamic_dir, user = args.deploy
+    if tls_dir:
+        ready = [cs.name for cs in cfg.sets if issuer.current(cs.name) is not None]
+        try:
+            owner = None
+            if user:
+                import pwd
+
+                entry = pwd.getpwnam(user)
+                owner = (entry.pw_uid, entry.pw_gid)
+            from hostmesh.tls import deploy
+
+            if deploy.install(deploy.from_issuer(cfg.state_dir, ready), tls_dir, dynamic_dir,
+                              owner=owner):
+                log.info("handed %s to Traefik (%s)", ", ".join(ready), dynamic_dir)
+        except (KeyError, OSError) as exc:
+            log.error("could not hand the certificates to Traefik: %s", exc)
+            return 1
     return 1 if bad else 0

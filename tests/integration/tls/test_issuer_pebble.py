@@ -248,6 +248,19 @@ def test_cli_pass_exit_codes_and_no_secret_on_stderr(pebble, cf, tmp_path):
         assert TOKEN not in out and key.splitlines()[1] not in out
     second = subprocess.run(hostmesh, capture_output=True, text=True, timeout=120, check=False)
     assert second.returncode == 0 and "ordering" not in second.stderr
+    # the deploy hook hands the current certificate to this node's Traefik, once
+    deployed = [*hostmesh, "--deploy-tls-dir", str(tmp_path / "tls"),
+                "--deploy-dynamic-dir", str(tmp_path / "dynamic")]
+    (tmp_path / "dynamic").mkdir()
+    third = subprocess.run(deployed, capture_output=True, text=True, timeout=120, check=False)
+    assert third.returncode == 0 and "handed example.org to Traefik" in third.stderr, third.stderr
+    assert [p.read_text() for p in (tmp_path / "tls").glob("*.key")] == [key]
+    assert "certFile" in (tmp_path / "dynamic/hostmesh-tls.yml").read_text()
+    fourth = subprocess.run(deployed, capture_output=True, text=True, timeout=120, check=False)
+    assert fourth.returncode == 0 and "handed" not in fourth.stderr
+    half = subprocess.run([*hostmesh, "--deploy-tls-dir", str(tmp_path / "tls")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert half.returncode == 2 and "ACME_DEPLOY_DYNAMIC_DIR" in half.stderr
     bad = subprocess.run([*hostmesh, "--certs", "example.org,www.example.com"],
                          capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 2 and "outside the zone example.org" in bad.stderr
