@@ -16,7 +16,10 @@ server in the background with that token, keeping its records in
 ``DIR/cloudflare-api.json`` and its pid and log next to it. It prints
 ``started`` or ``running`` (already up). ``stop`` prints ``stopped`` or
 ``not running``. Listen on the lab network's gateway (its ``.1``) so the
-controller and the nodes both reach it.
+controller and the nodes both reach it. ``--dns-listen IP:PORT`` (or ``--dns``
+with ``--subnet``: the gateway, port 53) also answers DNS for the zones from
+the records it holds (tests/cloudflare_server/dns.py), where the lab's ACME CA
+validates DNS-01 challenges (scripts/lab_acme.py).
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ def _server(*args: str) -> str:
     return proc.stdout.strip()
 
 
-def start(state_dir: str | Path, listen: str, zones: list[str]) -> str:
+def start(state_dir: str | Path, listen: str, zones: list[str],
+          dns_listen: str | None = None) -> str:
     state = Path(state_dir).resolve()
     host, _, port = listen.rpartition(":")
     try:
@@ -68,7 +72,8 @@ def start(state_dir: str | Path, listen: str, zones: list[str]) -> str:
     if not zones:
         raise SystemExit("lab_cloudflare: give at least one --zone (the lab's ddns_zone)")
     token = ensure_token(state)
-    return _server(f"--listen={listen}", *(f"--zone={z}" for z in zones),
+    dns = [f"--dns-listen={dns_listen}"] if dns_listen else []
+    return _server(f"--listen={listen}", *(f"--zone={z}" for z in zones), *dns,
                    f"--token-file={token}", f"--state-file={state / 'cloudflare-api.json'}",
                    "--daemon", f"--pid-file={state / 'cloudflare-api.pid'}",
                    f"--log-file={state / 'cloudflare-api.log'}")
@@ -96,11 +101,21 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--listen", help="IP:PORT")
     where.add_argument("--subnet", help="the lab network's subnet: listen on its gateway, :8787")
     up.add_argument("--zone", action="append", default=[], help="zone to serve (repeatable)")
+    dns = up.add_mutually_exclusive_group()
+    dns.add_argument("--dns-listen", help="also answer DNS for the zones on IP:PORT (UDP+TCP)")
+    dns.add_argument("--dns", action="store_true",
+                     help="with --subnet: also answer DNS on the gateway, port 53")
     down = sub.add_parser("stop", help="stop the server of --state-dir")
     down.add_argument("--state-dir", required=True)
     args = parser.parse_args(argv)
     if args.cmd == "start":
-        print(start(args.state_dir, args.listen or gateway_listen(args.subnet), args.zone))
+        dns_listen = args.dns_listen
+        if args.dns:
+            if not args.subnet:
+                parser.error("--dns needs --subnet (or give --dns-listen IP:PORT)")
+            dns_listen = gateway_listen(args.subnet, 53)
+        print(start(args.state_dir, args.listen or gateway_listen(args.subnet), args.zone,
+                    dns_listen))
     else:
         print(stop(args.state_dir))
     return 0
