@@ -30,7 +30,11 @@ from hostmesh.module_utils._names import (
 
 DEFAULT_ENV_FILE = "/etc/hostmesh/agent.env"
 DEFAULT_DATA_DIR = "/var/lib/hostmesh"
-DEFAULT_BACKOFF = "0:30:online,3:120:offline,6:300:offline,11:900:unreachable,21:1800:unreachable"
+# issue 17: a dead node is offline within 15 s (checked 7 s after its last sign of
+# life, once more 1 s after a failed check, each check at most HEALTH_CHECK_TIMEOUT
+# 2 s), then backed off to 5 s, 30 s, 2 min, 5 min, 15 min and 30 min.
+DEFAULT_BACKOFF = ("0:7:online,1:1:online,2:5:offline,4:30:offline,6:120:offline,"
+                   "8:300:offline,11:900:unreachable,21:1800:unreachable")
 STATUSES = ("online", "offline", "unreachable")
 DEFAULT_PORT = 8080
 DEFAULT_MESH_SUBNET = "10.50.0.0/24"
@@ -67,11 +71,11 @@ class Config:
     wireguard_ip: str | None = None
     public_ip: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
-    health_check_interval: float = 30.0
-    health_check_timeout: float = 5.0
+    health_check_interval: float = 7.0
+    health_check_timeout: float = 2.0
     health_check_concurrency: int = 100
     backoff_table: list[BackoffRow] = field(default_factory=list)
-    heartbeat_interval: float = 60.0
+    heartbeat_interval: float = 5.0
     heartbeat_timeout: float = 5.0
     startup_heartbeat_delay: float = 2.0
     registration_retry_initial: float = 2.0
@@ -412,7 +416,7 @@ def load(env: dict[str, str]) -> Config:
                 f"http://{next(mesh_subnet.hosts(), '10.50.0.1')}:{DEFAULT_PORT}")
 
     backoff_raw = env.get("BACKOFF_TABLE", "").strip()
-    interval = _number(env, "HEALTH_CHECK_INTERVAL", 30.0, minimum=0.01)
+    interval = _number(env, "HEALTH_CHECK_INTERVAL", 7.0, minimum=0.01)
     if backoff_raw:
         table = parse_backoff(backoff_raw)
     else:
@@ -468,11 +472,11 @@ def load(env: dict[str, str]) -> Config:
         public_ip=pub,
         labels=_labels(env.get("NODE_LABELS", "")),
         health_check_interval=interval,
-        health_check_timeout=_number(env, "HEALTH_CHECK_TIMEOUT", 5.0, minimum=0.01),
+        health_check_timeout=_number(env, "HEALTH_CHECK_TIMEOUT", 2.0, minimum=0.01),
         health_check_concurrency=int(_number(env, "HEALTH_CHECK_CONCURRENCY", 100, minimum=1,
                                              integer=True)),
         backoff_table=table,
-        heartbeat_interval=_number(env, "HEARTBEAT_INTERVAL", 60.0, minimum=0.01),
+        heartbeat_interval=_number(env, "HEARTBEAT_INTERVAL", 5.0, minimum=0.01),
         heartbeat_timeout=_number(env, "HEARTBEAT_TIMEOUT", 5.0, minimum=0.01),
         startup_heartbeat_delay=_number(env, "STARTUP_HEARTBEAT_DELAY", 2.0),
         registration_retry_initial=_number(env, "REGISTRATION_RETRY_INITIAL", 2.0, minimum=0.01),

@@ -143,10 +143,18 @@ class HealthChecker:
         return self.cfg.backoff_for(failures).status
 
     def due(self, now: float) -> list[tuple[str, str, str]]:
+        """Nodes whose backoff interval has elapsed since their last sign of life.
+
+        A healthy node's sign of life is its last heartbeat or successful check,
+        whichever is newer: a node that heartbeats more often than row 0's interval
+        is never probed (the primary's cost is the heartbeats alone), and one whose
+        heartbeats stop is probed once its heartbeat is that old. After a failure
+        the interval counts from the last check (the backoff table)."""
         targets = []
-        for node_id, name, endpoint, failures, last in self.registry.check_targets():
+        for node_id, name, endpoint, failures, checked, seen in self.registry.check_targets():
             if node_id in self.in_flight:
                 continue
+            last = checked if failures else max(checked or 0.0, seen or 0.0) or None
             if last is None or now - last >= self.cfg.backoff_for(failures).interval:
                 targets.append((node_id, name, endpoint))
         return targets

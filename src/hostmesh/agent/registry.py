@@ -217,10 +217,11 @@ class Registry:
                 raise AddressTaken(f"mesh address {fields['wireguard_ip']} is already used by "
                                    f"node {other}")
 
-    def check_targets(self) -> list[tuple[str, str, str, int, float | None]]:
-        """(id, name, api_endpoint, consecutive_failures, last_health_check) of secondaries."""
+    def check_targets(self) -> list[tuple[str, str, str, int, float | None, float | None]]:
+        """(id, name, api_endpoint, consecutive_failures, last_health_check, last_seen) of
+        secondaries."""
         return self.db.execute(
-            "SELECT id, name, api_endpoint, consecutive_failures, last_health_check "
+            "SELECT id, name, api_endpoint, consecutive_failures, last_health_check, last_seen "
             "FROM nodes WHERE is_primary=0"
         ).fetchall()
 

@@ -30,15 +30,18 @@ def test_primary_defaults(tmp_path):
     assert cfg.api_endpoint == "http://10.50.0.1:8080" and cfg.agent_port == 8080
     assert cfg.database_path == tmp_path / "hostmesh.db"
     assert [(r.min_failures, r.interval, r.status) for r in cfg.backoff_table] == [
-        (0, 30, "online"), (3, 120, "offline"), (6, 300, "offline"), (11, 900, "unreachable"),
+        (0, 7, "online"), (1, 1, "online"), (2, 5, "offline"), (4, 30, "offline"),
+        (6, 120, "offline"), (8, 300, "offline"), (11, 900, "unreachable"),
         (21, 1800, "unreachable")]
-    assert cfg.heartbeat_interval == 60 and cfg.startup_heartbeat_delay == 2
+    assert cfg.heartbeat_interval == 5 and cfg.startup_heartbeat_delay == 2
+    assert cfg.health_check_timeout == 2
     assert cfg.key_grace_seconds == 300
 
 
 @pytest.mark.parametrize(("failures", "status", "interval"), [
-    (0, "online", 30), (2, "online", 30), (3, "offline", 120), (5, "offline", 120),
-    (6, "offline", 300), (10, "offline", 300), (11, "unreachable", 900),
+    (0, "online", 7), (1, "online", 1), (2, "offline", 5), (3, "offline", 5),
+    (4, "offline", 30), (6, "offline", 120), (8, "offline", 300), (10, "offline", 300),
+    (11, "unreachable", 900),
     (20, "unreachable", 900), (21, "unreachable", 1800), (500, "unreachable", 1800)])
 def test_backoff_table_matches_design(tmp_path, failures, status, interval):
     row = config.load(primary_env(tmp_path)).backoff_for(failures)
@@ -47,7 +50,7 @@ def test_backoff_table_matches_design(tmp_path, failures, status, interval):
 
 def test_health_check_interval_sets_first_row(tmp_path):
     cfg = config.load(primary_env(tmp_path, HEALTH_CHECK_INTERVAL="5"))
-    assert cfg.backoff_table[0].interval == 5 and cfg.backoff_table[1].interval == 120
+    assert cfg.backoff_table[0].interval == 5 and cfg.backoff_table[2].interval == 5
 
 
 def test_backoff_table_override(tmp_path):
