@@ -69,4 +69,4 @@ def test_every_role_that_installs_wheels_gets_them_from_the_wheelhouse_module():
                     "{{ hostmesh_cache_dir }}"
                 ), f"{path}: the one cache is hostmesh_cache_dir"
                 users.add(path.parts[-3])
-    assert users == {"node_agent", "traefik", "ddns"}
+    assert users == {"node_agent", "traefik", "ddns", "tls"}
