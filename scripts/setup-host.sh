@@ -3,7 +3,9 @@
 #   - Debian packages: docker.io, debootstrap, wireguard-tools, openssh-client, python3-venv,
 #     and for tests openssh-server (its system service is left stopped and
 #     disabled: tests start their own sshd on 127.0.0.1), tcpdump and pebble (an
-#     ACME test CA, run by tests and the lab, never as a system service)
+#     ACME test CA, run by tests and the lab, never as a system service),
+#     docker-registry (the lab's image registry, run by scripts/lab_registry.py,
+#     never as a system service) and gcc (the lab's static demo app)
 #   - the Docker engine running (dockerd started in the background if needed)
 #   - .venv with the project installed (`pip install -e '.[dev]'`), refreshed
 #     only when pyproject.toml changed (stamp file .venv/.hostmesh-setup)
@@ -35,15 +37,19 @@ declare -A WANT=(
   [sshd]=openssh-server   # the SSH-tunnel test starts a throwaway sshd on 127.0.0.1
   [tcpdump]=tcpdump       # the lab's packet-capture test
   [pebble]=pebble         # the lab's ACME test CA (scripts/lab_acme.py, tests/integration/tls)
+  [docker-registry]=docker-registry  # the lab's image registry (scripts/lab_registry.py)
+  [gcc]=gcc               # builds the lab's static demo app (lab/whoami/whoami.c)
 )
 missing_pkgs=()
-for cmd in docker dockerd debootstrap wg ssh ssh-keygen sshd tcpdump pebble; do
+for cmd in docker dockerd debootstrap wg ssh ssh-keygen sshd tcpdump pebble docker-registry gcc; do
   # debootstrap and dockerd live in /usr/sbin, often not on a user's PATH
   if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
     pkg="${WANT[$cmd]}"
     [[ " ${missing_pkgs[*]-} " == *" $pkg "* ]] || missing_pkgs+=("$pkg")
   fi
 done
+# gcc links the lab's demo app statically: it needs libc.a (a recommends of gcc).
+dpkg -s libc6-dev >/dev/null 2>&1 || missing_pkgs+=(libc6-dev)
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
   missing_pkgs+=(python3 python3-venv)
 elif ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
@@ -68,7 +74,8 @@ Install the equivalents with your package manager (Docker engine + CLI, debootst
   # wanted (tests run their own on 127.0.0.1). A temporary policy-rc.d keeps
   # the package scripts from starting any service.
   policy_rc=""
-  if [[ " ${missing_pkgs[*]} " == *" openssh-server "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
+  if [[ " ${missing_pkgs[*]} " == *" openssh-server "* || " ${missing_pkgs[*]} " == *" docker-registry "* ]] \
+     && [ ! -e /usr/sbin/policy-rc.d ]; then
     policy_rc=/usr/sbin/policy-rc.d
     printf '#!/bin/sh\nexit 101\n' >"$policy_rc"
     chmod 0755 "$policy_rc"
@@ -80,6 +87,9 @@ Install the equivalents with your package manager (Docker engine + CLI, debootst
   fi
   if [[ " ${missing_pkgs[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null 2>&1; then
     systemctl disable --quiet ssh.service >/dev/null 2>&1 || true
+  fi
+  if [[ " ${missing_pkgs[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --quiet docker-registry.service >/dev/null 2>&1 || true
   fi
   if [ -n "$policy_rc" ]; then
     rm -f "$policy_rc"

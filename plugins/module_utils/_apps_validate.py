@@ -28,7 +28,6 @@ CONTAINER_KEYS = {
     "healthcheck",
     "restart_policy",
     "health_timeout",
-    "registry",
 }
 RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
 # [registry[:port]/]path[:tag][@sha256:<64 hex>]
@@ -209,9 +208,6 @@ def _check_container(pre, ctr):
     timeout = ctr.get("health_timeout", 60)
     if not (_int(timeout) and timeout > 0):
         errors.append(f"{pre}: container.health_timeout must be a positive number of seconds")
-    registry = ctr.get("registry")
-    if registry is not None and not isinstance(registry, str):
-        errors.append(f"{pre}: container.registry must be the name of an apps_registries entry")
     return errors
 
 
@@ -274,8 +270,21 @@ def app_plan(services, nodes):
         ctr.setdefault("port", svc.get("port"))
         ctr.setdefault("restart_policy", "unless-stopped")
         ctr.setdefault("health_timeout", 60)
-        ctr.setdefault("env", {})
+        # Docker wants strings; a number in YAML is meant as its text.
+        ctr["env"] = {k: str(v) for k, v in (ctr.get("env") or {}).items()}
         ctr.setdefault("volumes", [])
+        ctr["command"] = ctr.get("command")
+        ctr["healthcheck"] = ctr.get("healthcheck")
+        # Named volumes are the app's own: hostmesh-<app>-<name> (removed with apps_purge).
+        mounts, named = [], []
+        for volume in ctr["volumes"]:
+            source, rest = volume.split(":", 1)
+            if not source.startswith("/"):
+                source = f"hostmesh-{name}-{source}"
+                named.append(source)
+            mounts.append(f"{source}:{rest}")
+        ctr["mounts"] = mounts
+        ctr["named_volumes"] = named
         plan[name] = {
             "nodes": list(svc.get("nodes") or []),
             "port": svc.get("port"),

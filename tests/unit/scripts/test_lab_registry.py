@@ -1,0 +1,61 @@
+"""scripts/lab_registry.py on loopback: Debian's registry, the demo image pushed without Docker."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import lab_registry
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def registry(tmp_path):
+    listen = f"127.0.0.1:{_free_port()}"
+    assert lab_registry.start(tmp_path, listen) == "started"
+    assert lab_registry.start(tmp_path, listen) == "running"
+    yield listen
+    assert lab_registry.stop(tmp_path) == "stopped"
+    assert lab_registry.stop(tmp_path) == "not running"
+
+
+def test_push_demo_makes_a_pullable_image(registry):
+    ref = lab_registry.push_demo(registry, "7", failing=True)
+    assert ref == f"{registry}/hostmesh/whoami:7"
+    req = urllib.request.Request(
+        f"http://{registry}/v2/hostmesh/whoami/manifests/7",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        manifest = json.load(resp)
+    config_digest = manifest["config"]["digest"]
+    with urllib.request.urlopen(
+            f"http://{registry}/v2/hostmesh/whoami/blobs/{config_digest}", timeout=5) as resp:
+        config = json.load(resp)
+    assert config["config"]["Entrypoint"] == ["/whoami"]
+    assert "WHOAMI_VERSION=7" in config["config"]["Env"]
+    assert "WHOAMI_FAIL=1" in config["config"]["Env"]
+    # The same binary again is the same layer (reproducible): one blob, not two.
+    lab_registry.push_demo(registry, "8")
+    req = urllib.request.Request(
+        f"http://{registry}/v2/hostmesh/whoami/manifests/8",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert json.load(resp)["layers"] == manifest["layers"]
+
+
+def test_push_to_nothing_says_how_to_fix():
+    with pytest.raises(lab_registry.RegistryError, match="lab_registry.py start"):
+        lab_registry.push_demo(f"127.0.0.1:{_free_port()}", "1")
