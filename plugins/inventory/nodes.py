@@ -23,9 +23,10 @@ description:
     C(hostmesh_api_endpoint), C(hostmesh_last_seen), C(hostmesh_consecutive_failures),
     C(hostmesh_last_health_check), C(hostmesh_wireguard_ip), C(hostmesh_public_ip),
     C(hostmesh_labels) (always a list), C(hostmesh_version), C(hostmesh_created_at),
-    C(hostmesh_updated_at). Fields that look like secrets (C(api_key), C(private_key), C(token),
-    C(secret), C(password), C(*_hash)) are dropped, even if a primary sends them (a Selfhostly
-    primary sends each node's C(api_key))."
+    C(hostmesh_updated_at), C(hostmesh_stats) (the node's CPU, memory and disk from its last
+    heartbeat, see docs/inventory.md) and C(hostmesh_stats_at). Fields that look like secrets
+    (C(api_key), C(private_key), C(token), C(secret), C(password), C(*_hash)) are dropped,
+    even if a primary sends them (a Selfhostly primary sends each node's C(api_key))."
   - Also reads the C(/api/nodes) answer of a Selfhostly primary (same field names, no WireGuard
     address and no labels); its nodes get C(ansible_host) from their C(api_endpoint).
   - Every value that comes from the API is marked unsafe, so node names or labels can never

@@ -29,9 +29,10 @@ from hostmesh import __version__
 from hostmesh.agent import security, validate
 from hostmesh.agent.config import Config
 from hostmesh.agent.health import HealthChecker
+from hostmesh.agent.metrics import Metrics
 from hostmesh.agent.openapi import document
 from hostmesh.agent.registry import Registry, RegistryError
-from hostmesh.agent.stats import SystemStats
+from hostmesh.agent.stats import StatsInvalid, SystemStats, check_heartbeat_stats
 
 log = logging.getLogger("hostmesh.agent")
 
@@ -122,7 +123,10 @@ class AgentAPI:
         self.stats = SystemStats(disk_path=str(cfg.data_dir))
         self.rate = security.RateLimiter(cfg.registration_rate_limit,
                                          cfg.registration_rate_window)
+        self.metrics = Metrics(cfg, registry)
         self.checker = HealthChecker(cfg, registry) if registry is not None else None
+        if self.checker is not None:
+            self.checker.metrics = self.metrics
         self.primary_key_hash = security.sha256_hex(cfg.api_key)
         self.openapi = document(cfg.role)
         # a secondary: hashes of the primary keys it trusts (env + learned)
@@ -203,6 +207,18 @@ class AgentAPI:
 
     async def openapi_json(self, request: Request) -> Response:
         return JSONResponse(self.openapi)
+
+    async def metrics_text(self, request: Request) -> Response:
+        """Prometheus metrics: the metrics token or the admin token (see metrics.py)."""
+        token = bearer(request)
+        if token is None:
+            raise self.deny(request, "no bearer token (Authorization: Bearer <metrics token>; "
+                                     "Prometheus: authorization.credentials_file)")
+        if not security.matches(token, self.cfg.metrics_token_hashes
+                                + self.cfg.admin_token_hashes):
+            raise self.deny(request, "wrong metrics token")
+        body, content_type = self.metrics.render()
+        return Response(body, media_type=content_type)
 
     async def system_stats(self, request: Request) -> Response:
         if self.cfg.is_primary:
@@ -329,7 +345,9 @@ class AgentAPI:
                                ("public_ip", lambda v: validate.ip(v, "public_ip"))):
                 if key in body:
                     fields[key] = check(body[key])
-        except validate.Invalid as exc:
+            if "stats" in body:
+                fields["stats"] = check_heartbeat_stats(body["stats"])
+        except (validate.Invalid, StatsInvalid) as exc:
             raise ApiError(400, str(exc)) from None
         if "wireguard_ip" in fields:
             # a heartbeat may repeat the mesh address, never change it
@@ -343,6 +361,7 @@ class AgentAPI:
                                     "by its registration or an admin, never by a heartbeat "
                                     "(restart the agent to register again)")
         self.registry.heartbeat(node_id, fields)
+        self.metrics.heartbeats.inc()
         return {"status": "ok", "node_id": node_id, **self._primary_info()}
 
     async def heartbeat_asgi(self, node_id: str, scope, receive) -> tuple[int, dict, dict]:
@@ -501,6 +520,7 @@ def build_app(api: AgentAPI, background=None) -> Starlette:
     routes = [
         Route("/api/health", api.health, methods=["GET"]),
         Route("/openapi.json", api.openapi_json, methods=["GET"]),
+        Route("/metrics", api.metrics_text, methods=["GET"]),
         Route("/api/system/stats", api.system_stats, methods=["GET"]),
     ]
     if cfg.is_primary:

@@ -67,6 +67,7 @@ class Config:
     registration_token: str | None = None  # secondary: what it sends
     registration_token_hashes: list[str] = field(default_factory=list)  # primary: accepted
     admin_token_hashes: list[str] = field(default_factory=list)
+    metrics_token_hashes: list[str] = field(default_factory=list)  # GET /metrics (issue 17)
     primary_key_hashes: list[str] = field(default_factory=list)  # secondary: trusted primary keys
     wireguard_ip: str | None = None
     public_ip: str | None = None
@@ -99,6 +100,7 @@ class Config:
     idle_timeout: float = 5.0
     max_connections: int = 4096
     generated: list[str] = field(default_factory=list)  # names of values generated+persisted
+    dns: object | None = None  # dns_withdrawal.DnsSettings: health-aware DNS (issue 17)
 
     @property
     def role(self) -> str:
@@ -467,6 +469,7 @@ def load(env: dict[str, str]) -> Config:
         registration_token_hashes=_hashes(env, "REGISTRATION_TOKEN", "REGISTRATION_TOKEN_SHA256")
         if is_primary else [],
         admin_token_hashes=_hashes(env, "ADMIN_TOKEN", "ADMIN_TOKEN_SHA256"),
+        metrics_token_hashes=_hashes(env, "METRICS_TOKEN", "METRICS_TOKEN_SHA256"),
         primary_key_hashes=_hashes(env, "", "PRIMARY_KEY_SHA256"),
         wireguard_ip=wg,
         public_ip=pub,
@@ -498,6 +501,12 @@ def load(env: dict[str, str]) -> Config:
         idle_timeout=_number(env, "IDLE_TIMEOUT", 5.0, minimum=0.1),
         max_connections=int(_number(env, "MAX_CONNECTIONS", 4096, minimum=16, integer=True)),
     )
+    from hostmesh.agent.dns_withdrawal import DnsConfigError, load_settings
+
+    try:
+        cfg.dns = load_settings(env, is_primary)
+    except DnsConfigError as exc:
+        raise ConfigError(str(exc)) from None
     return cfg
 
 

@@ -116,6 +116,7 @@ class HealthChecker:
         smallest = min(row.interval for row in cfg.backoff_table)
         self.tick = min(1.0, smallest / 2)
         self.sweeps = 0
+        self.metrics = None  # metrics.Metrics, set by the API
 
     def endpoint_problem(self, node_id: str, endpoint: str) -> str:
         """Why the primary must not send a request to `endpoint` ('' when it may):
@@ -177,6 +178,8 @@ class HealthChecker:
         if stored is None:  # deleted meanwhile
             return None
         status, failures = stored
+        if self.metrics is not None:
+            self.metrics.observe_check(result.ok, result.duration_ms)
         extra = "" if result.ok else f" failures={failures} reason={_quote(result.reason)}"
         log.info("health check completed node=%s status=%s duration_ms=%d%s",
                  name, status, result.duration_ms, extra)

@@ -36,6 +36,14 @@ NODE = {
         "last_health_check": _TS, "created_at": _TS, "updated_at": _TS,
         "wireguard_ip": _IP, "public_ip": _IP, "labels": _LABELS,
         "version": {"type": "string", "nullable": True},
+        "stats": {"type": "object", "nullable": True,
+                  "additionalProperties": {"type": "number"},
+                  "description": "the node's CPU, memory and disk from its last heartbeat "
+                                 "(cpu_percent, cpu_count, memory_percent, "
+                                 "memory_total_bytes, memory_used_bytes, disk_percent, "
+                                 "disk_total_bytes, disk_used_bytes, load_1m, "
+                                 "uptime_seconds); null until one arrives"},
+        "stats_at": _TS,
     },
 }
 REGISTERED = deepcopy(NODE)
@@ -222,7 +230,13 @@ def document(role: str = "primary") -> dict:
                     "version": {"type": "string", "maxLength": 64, "nullable": True},
                     "wireguard_ip": {**_IP, "description": "may repeat the registered mesh "
                                                            "address, never change it (409)"},
-                    "public_ip": _IP}},
+                    "public_ip": _IP,
+                    "stats": {"type": "object", "nullable": True,
+                              "additionalProperties": {"type": "number"},
+                              "description": "the node's CPU, memory and disk: percentages "
+                                             "0-100, byte counts, cpu_count, load_1m, "
+                                             "uptime_seconds (unknown keys are dropped; a "
+                                             "value out of range is refused with 400)"}}},
                 "HeartbeatAnswer": {"type": "object", "required": ["status", "node_id"],
                                     "properties": {"status": {"type": "string"},
                                                    "node_id": {"type": "string"},

@@ -59,12 +59,17 @@ MIGRATIONS: list[str] = [
     CREATE INDEX nodes_name_nocase ON nodes (name COLLATE NOCASE);
     CREATE INDEX nodes_wireguard_ip ON nodes (wireguard_ip);
     """,
+    # 4 (issue 17): the node's own CPU/memory/disk from its last heartbeat (JSON) and when
+    """
+    ALTER TABLE nodes ADD COLUMN stats TEXT;
+    ALTER TABLE nodes ADD COLUMN stats_at REAL;
+    """,
 ]
 
 PUBLIC_FIELDS = (
     "id", "name", "api_endpoint", "is_primary", "status", "last_seen", "consecutive_failures",
     "last_health_check", "created_at", "updated_at", "wireguard_ip", "public_ip", "labels",
-    "version",
+    "version", "stats", "stats_at",
 )
 _SELECT = ", ".join(PUBLIC_FIELDS)
 _HEARTBEAT = ("UPDATE nodes SET status='online', consecutive_failures=0, last_seen=? "
@@ -164,12 +169,16 @@ class Registry:
     def _public(row: tuple) -> dict:
         node = dict(zip(PUBLIC_FIELDS, row))
         node["is_primary"] = bool(node["is_primary"])
-        for key in ("last_seen", "last_health_check", "created_at", "updated_at"):
+        for key in ("last_seen", "last_health_check", "created_at", "updated_at", "stats_at"):
             node[key] = iso(node[key])
         try:
             node["labels"] = json.loads(node["labels"] or "{}")
         except ValueError:
             node["labels"] = {}
+        try:
+            node["stats"] = json.loads(node["stats"]) if node["stats"] else None
+        except ValueError:
+            node["stats"] = None
         return node
 
     def list_nodes(self) -> list[dict]:
@@ -313,6 +322,9 @@ class Registry:
             if key in fields:
                 sets.append(f"{key}=?")
                 args.append(fields[key])
+        if fields.get("stats") is not None:  # validated by the API (stats.check_heartbeat_stats)
+            sets += ["stats=?", "stats_at=?"]
+            args += [json.dumps(fields["stats"], sort_keys=True, separators=(",", ":")), now]
         self.db.execute(f"UPDATE nodes SET {', '.join(sets)} WHERE id=? AND is_primary=0",
                         (*args, node_id))
 

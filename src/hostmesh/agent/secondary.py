@@ -12,6 +12,7 @@ import time
 from hostmesh import __version__
 from hostmesh.agent import security
 from hostmesh.agent.config import ID_RE, Config
+from hostmesh.agent.stats import SystemStats
 from hostmesh.module_utils._agent_client import (
     AgentClient,
     AuthRejected,
@@ -62,6 +63,7 @@ class Secondary:
             timeout=cfg.heartbeat_timeout,
         )
         self.primary_file = cfg.data_dir / PRIMARY_FILE
+        self.stats = SystemStats(disk_path=str(cfg.data_dir))
         self._load_primary()
 
     # -- the primary's identity, pinned ----------------------------------------
@@ -164,6 +166,10 @@ class Secondary:
 
     async def heartbeat(self) -> bool:
         body = {"version": __version__}
+        try:  # CPU, memory and disk for the primary's node list (issue 17)
+            body["stats"] = self.stats.heartbeat()
+        except (OSError, ValueError, IndexError):
+            pass
         if self.cfg.wireguard_ip:
             body["wireguard_ip"] = self.cfg.wireguard_ip
         if self.cfg.public_ip:

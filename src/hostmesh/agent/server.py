@@ -59,7 +59,13 @@ def _version() -> str:
 
 
 async def _primary_duties(api: AgentAPI) -> None:
-    await api.checker.run()
+    if api.cfg.dns is None:
+        await api.checker.run()
+        return
+    from hostmesh.agent.dns_withdrawal import DnsWithdrawal
+
+    dns = DnsWithdrawal(api.cfg.dns, api.registry, api.cfg.data_dir, api.metrics)
+    await asyncio.gather(api.checker.run(), dns.run())
 
 
 async def _secondary_duties(api: AgentAPI) -> None:

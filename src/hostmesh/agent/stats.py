@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -60,3 +61,58 @@ class SystemStats:
     def snapshot(self) -> dict:
         return {"cpu": self.cpu(), "memory": self.memory(), "disk": self.disk(),
                 "load": self.load(), "uptime_seconds": self.uptime(), "time": time.time()}
+
+    def heartbeat(self) -> dict:
+        """The compact stats a secondary sends with each heartbeat (see HEARTBEAT_STATS).
+
+        CPU is the average since the previous call (the previous heartbeat)."""
+        cpu, mem, disk = self.cpu(), self.memory(), self.disk()
+        return {"cpu_percent": cpu["percent"], "cpu_count": cpu["count"],
+                "memory_percent": mem["percent"], "memory_total_bytes": mem["total_bytes"],
+                "memory_used_bytes": mem["used_bytes"], "disk_percent": disk["percent"],
+                "disk_total_bytes": disk["total_bytes"], "disk_used_bytes": disk["used_bytes"],
+                "load_1m": self.load()["1m"], "uptime_seconds": round(self.uptime(), 1)}
+
+
+# What a heartbeat's `stats` may hold: name -> (integer?, lowest, highest). Every
+# secondary may be hostile: only these keys are kept (others are dropped, so a newer
+# secondary still heartbeats), each a finite number in its range, else the heartbeat
+# is refused with 400 and nothing is recorded. A node's stats are stored on its own
+# row only; they never touch another node's record.
+HEARTBEAT_STATS: dict[str, tuple[bool, float, float]] = {
+    "cpu_percent": (False, 0.0, 100.0),
+    "cpu_count": (True, 1, 65536),
+    "memory_percent": (False, 0.0, 100.0),
+    "memory_total_bytes": (True, 0, 2**62),
+    "memory_used_bytes": (True, 0, 2**62),
+    "disk_percent": (False, 0.0, 100.0),
+    "disk_total_bytes": (True, 0, 2**62),
+    "disk_used_bytes": (True, 0, 2**62),
+    "load_1m": (False, 0.0, 1e6),
+    "uptime_seconds": (False, 0.0, 1e10),
+}
+
+
+class StatsInvalid(ValueError):
+    """A heartbeat's stats are malformed; the message names the field and the range."""
+
+
+def check_heartbeat_stats(value: object) -> dict | None:
+    """The validated stats of a heartbeat (None stays None); raises StatsInvalid."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise StatsInvalid("stats: expected an object such as {\"cpu_percent\": 3.5, "
+                           "\"memory_percent\": 41.0, \"disk_percent\": 57.0}")
+    out: dict = {}
+    for key, (integer, low, high) in HEARTBEAT_STATS.items():
+        if key not in value:
+            continue
+        item = value[key]
+        ok = isinstance(item, int) if integer else isinstance(item, (int, float))
+        if isinstance(item, bool) or not ok or not math.isfinite(item) or \
+                not low <= item <= high:
+            kind = "an integer" if integer else "a number"
+            raise StatsInvalid(f"stats.{key}: expected {kind} between {low:g} and {high:g}")
+        out[key] = item if integer else round(float(item), 2)
+    return out

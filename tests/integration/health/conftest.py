@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
+ROOT = Path(__file__).resolve().parents[3]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
 from agent_harness import Cluster
+
+from tests.cloudflare_server.fixtures import cf, cf_server  # noqa: F401
 
 
 @pytest.fixture

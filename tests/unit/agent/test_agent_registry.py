@@ -54,7 +54,8 @@ def test_primary_lists_itself_online(registry):
     assert node["is_primary"] is True and node["status"] == "online"
     assert set(node) == {"id", "name", "api_endpoint", "is_primary", "status", "last_seen",
                          "consecutive_failures", "last_health_check", "created_at",
-                         "updated_at", "wireguard_ip", "public_ip", "labels", "version"}
+                         "updated_at", "wireguard_ip", "public_ip", "labels", "version",
+                         "stats", "stats_at"}
     assert node["created_at"].endswith("Z")
 
 
