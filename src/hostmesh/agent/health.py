@@ -195,19 +195,36 @@ class HealthChecker:
         self.sweeps += 1
         return len(targets)
 
+    async def own_stats(self) -> None:
+        """Every HEARTBEAT_INTERVAL, the primary's own stats on its row (as a secondary's)."""
+        from hostmesh.agent.stats import SystemStats
+
+        stats = SystemStats(disk_path=str(self.cfg.data_dir))
+        while True:
+            try:
+                snapshot = await asyncio.to_thread(stats.heartbeat)
+                self.registry.record_own_stats(self.cfg.node_id, snapshot)
+            except (OSError, ValueError, IndexError):
+                pass
+            await asyncio.sleep(self.cfg.heartbeat_interval)
+
     async def run(self) -> None:
         # one task per due node, so a node that times out never delays the others
         tasks: set[asyncio.Task] = set()
-        while True:
-            try:
-                for target in self.due(time.time()):
-                    self.in_flight.add(target[0])
-                    task = asyncio.create_task(self.check(*target))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-            except Exception:  # keep checking whatever happened to one tick
-                log.exception("health sweep failed")
-            await asyncio.sleep(self.tick)
+        own = asyncio.create_task(self.own_stats())
+        try:
+            while True:
+                try:
+                    for target in self.due(time.time()):
+                        self.in_flight.add(target[0])
+                        task = asyncio.create_task(self.check(*target))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                except Exception:  # keep checking whatever happened to one tick
+                    log.exception("health sweep failed")
+                await asyncio.sleep(self.tick)
+        finally:
+            own.cancel()
 
 
 def _quote(text: str) -> str:

@@ -328,6 +328,12 @@ class Registry:
         self.db.execute(f"UPDATE nodes SET {', '.join(sets)} WHERE id=? AND is_primary=0",
                         (*args, node_id))
 
+    def record_own_stats(self, node_id: str, stats: dict) -> None:
+        """The primary's own CPU/memory/disk on its own row (it sends itself no heartbeat)."""
+        self.db.execute("UPDATE nodes SET stats=?, stats_at=? WHERE id=? AND is_primary=1",
+                        (json.dumps(stats, sort_keys=True, separators=(",", ":")), time.time(),
+                         node_id))
+
     def record_check(self, node_id: str, ok: bool, status_for_failures) -> tuple[str, int] | None:
         """Store a health check result; returns (status, consecutive_failures)."""
         now = time.time()
