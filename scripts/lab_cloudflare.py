@@ -73,10 +73,40 @@ def start(state_dir: str | Path, listen: str, zones: list[str],
         raise SystemExit("lab_cloudflare: give at least one --zone (the lab's ddns_zone)")
     token = ensure_token(state)
     dns = [f"--dns-listen={dns_listen}"] if dns_listen else []
+    if dns_listen and (state / "cloudflare-api.pid").exists() and not dns_answers(dns_listen,
+                                                                                   zones[0]):
+        stop(state)  # started earlier without DNS: again with it (records are in the state file)
+        import time
+        import urllib.request
+
+        for _ in range(100):  # until the old one has let go of the address
+            try:
+                urllib.request.urlopen(f"http://{listen}/_hm/stats", timeout=1).close()
+            except OSError:
+                break
+            time.sleep(0.1)
     return _server(f"--listen={listen}", *(f"--zone={z}" for z in zones), *dns,
                    f"--token-file={token}", f"--state-file={state / 'cloudflare-api.json'}",
                    "--daemon", f"--pid-file={state / 'cloudflare-api.pid'}",
                    f"--log-file={state / 'cloudflare-api.log'}")
+
+
+def dns_answers(listen: str, zone: str) -> bool:
+    """Whether a DNS server answers an SOA query for ``zone`` on IP:PORT (UDP, 2 s)."""
+    import socket
+    import struct
+
+    host, _, port = listen.rpartition(":")
+    qname = b"".join(bytes([len(label)]) + label.encode() for label in zone.split(".")) + b"\0"
+    query = struct.pack("!HHHHHH", 0x4842, 0, 1, 0, 0, 0) + qname + struct.pack("!HH", 6, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        try:
+            sock.sendto(query, (host, int(port)))
+            data, _ = sock.recvfrom(512)
+        except OSError:
+            return False
+    return data[:2] == b"\x48\x42"
 
 
 def stop(state_dir: str | Path) -> str:

@@ -113,7 +113,12 @@ def test_lab_cloudflare_also_answers_dns(tmp_path):
     listen = f"127.0.0.1:{free_port('127.0.0.1')}"
     dns_port = free_port("127.0.0.1")
     try:
+        # started without DNS first (an older lab-up): starting with DNS restarts it
+        assert lc.start(state, listen, ["lab.test"]) == "started"
+        assert not lc.dns_answers(f"127.0.0.1:{dns_port}", "lab.test")
         assert lc.start(state, listen, ["lab.test"], f"127.0.0.1:{dns_port}") == "started"
+        assert lc.dns_answers(f"127.0.0.1:{dns_port}", "lab.test")
+        assert lc.start(state, listen, ["lab.test"], f"127.0.0.1:{dns_port}") == "running"
         resp = dns.query.udp(dns.message.make_query("lab.test", "SOA"), "127.0.0.1",
                              port=dns_port, timeout=5)
         assert resp.answer and resp.answer[0].rdtype == dns.rdatatype.SOA
