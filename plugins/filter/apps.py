@@ -69,6 +69,17 @@ def apps_routing(services, nodes, routed, drain_node="", drain_apps=None):
     return out
 
 
+def apps_containers(containers):
+    """App name -> running (bool), from community.docker.docker_host_info's containers."""
+    out = {}
+    for ctr in containers or []:
+        labels = ctr.get("Labels") or {}
+        name = labels.get("hostmesh.app")
+        if name:
+            out[name] = ctr.get("State") == "running"
+    return out
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -76,4 +87,5 @@ class FilterModule:
             "apps_errors": apps_errors,
             "apps_image_ref": apps_image_ref,
             "apps_routing": apps_routing,
+            "apps_containers": apps_containers,
         }
