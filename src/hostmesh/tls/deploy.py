@@ -69,7 +69,10 @@ def install(sources: dict[str, tuple[bytes, bytes]], tls_dir: str | Path,
     A set whose current pair already holds these bytes is left alone (idempotent).
     """
     tls = Path(tls_dir)
-    tls.mkdir(mode=0o750, parents=True, exist_ok=True)
+    if not tls.is_dir():
+        tls.mkdir(mode=0o750, parents=True)
+        if owner is not None:
+            os.chown(tls, 0, owner[1])  # root:<Traefik's group>, 0750: Traefik may enter
     pairs: list[Pair] = []
     changed = False
     for name in sorted(sources):
