@@ -15,7 +15,10 @@ Uses its own lab (bench-node1..3 on 10.231.7.0/24) and removes it afterwards.
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -75,27 +78,37 @@ def top_tasks(stdout: str, label: str) -> None:
         print(f"[{label}] {float(m['secs']):7.2f}s  {m['task'].strip()}", file=sys.stderr)
 
 
-def measure(inventory: Path, tmp: Path) -> dict[str, float]:
-    """site.yml from scratch, its no-op rerun (Mitogen, then plain SSH), then
-    the calibration's no-op run over plain SSH."""
+def measure(inventory: Path, tmp: Path, rounds: int) -> dict[str, float]:
+    """site.yml from scratch, then `rounds` pairs of (no-op rerun with Mitogen,
+    the calibration's no-op run over plain SSH), interleaved so that both
+    sides of the ratio see the same machine load; then one no-op over plain
+    SSH for reference. Medians are returned."""
     env = ansible_env(**PROFILE)
     proc, scratch = run_playbook(inventory, "site.yml", env=env)
     top_tasks(proc.stdout, "scratch")
-    proc, noop = run_playbook(inventory, "site.yml", env=env)
-    top_tasks(proc.stdout, "no-op")
-    changed = sum(h.get("changed", 0) for h in recap(proc.stdout).values())
     plain = ansible_env(ANSIBLE_STRATEGY="ansible.builtin.linear", HOSTMESH_MITOGEN="0")
+    playbook = calibration_playbook(tmp / "calibration.yml")
+    run_playbook(inventory, str(playbook), env=plain)  # creates its files: later runs are no-ops
+    noops, calibrations, changed = [], [], 0
+    for _ in range(rounds):
+        proc, seconds = run_playbook(inventory, "site.yml", env=env)
+        noops.append(seconds)
+        changed += sum(h.get("changed", 0) for h in recap(proc.stdout).values())
+        _, seconds = run_playbook(inventory, str(playbook), env=plain)
+        calibrations.append(seconds)
+    top_tasks(proc.stdout, "no-op")
     proc, noop_plain = run_playbook(inventory, "site.yml", env={**plain, **PROFILE})
     top_tasks(proc.stdout, "no-op plain ssh")
-    # Warm the calibration once (creates its files), then time the no-op run.
-    playbook = calibration_playbook(tmp / "calibration.yml")
-    run_playbook(inventory, str(playbook), env=plain)
-    _, calibration = run_playbook(inventory, str(playbook), env=plain)
-    return {"scratch": scratch, "noop": noop, "changed": changed, "noop_plain": noop_plain,
-            "calibration": calibration}
+    return {"scratch": scratch, "noop": statistics.median(noops), "changed": changed,
+            "noop_plain": noop_plain, "calibration": statistics.median(calibrations),
+            "load": os.getloadavg()[0]}
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved no-op/calibration pairs (medians printed)")
+    args = parser.parse_args()
     ensure_image(quiet=True)
     lab = Lab(prefix="bench-", network="hostmesh-bench", subnet="10.231.7.0/24")
     lab.down()
@@ -104,7 +117,7 @@ def main() -> int:
             lab.up(ssh_dir=ssh_dir(Path(tmp) / "inventory"))
             inventory = write_inventory(lab, Path(tmp) / "inventory")
             try:
-                m = measure(inventory, Path(tmp))
+                m = measure(inventory, Path(tmp), max(1, args.rounds))
             finally:
                 stop_local_cloudflare(inventory)
     finally:
@@ -115,6 +128,7 @@ def main() -> int:
     print(f"site_noop_plain_ssh_seconds: {m['noop_plain']:.1f} s")
     print(f"calibration_60_tasks_seconds: {m['calibration']:.1f} s")
     print(f"site_noop_over_calibration_ratio: {m['noop'] / m['calibration']:.2f} ratio")
+    print(f"load_average_1min_at_end: {m['load']:.1f} load")
     return 0
 
 
