@@ -8,7 +8,10 @@
 2. the inventory graph as the primary sees it, and a ping through it;
 3. the same whoami.lab.test request answered through each node, with the
    name of the node that served it;
-4. the DNS records the cluster owns on the lab's local Cloudflare API.
+4. the DNS records the cluster owns on the lab's local Cloudflare API;
+5. https://whoami.lab.test through each node, verified against the lab ACME
+   CA's root (inventory/lab/.hostmesh/acme-root.pem), and the certificate's
+   serial (the same everywhere: one order for the cluster).
 
 Exits non-zero when any of it does not hold (a demo that hides a failure
 would be worse than none).
@@ -17,6 +20,8 @@ would be worse than none).
 from __future__ import annotations
 
 import http.client
+import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +88,29 @@ def whoami_through(node: str) -> str:
         conn.close()
 
 
+def https_through(node: str) -> tuple[str, str]:
+    """(served by, certificate serial) for https://whoami.lab.test through ``node``, verified."""
+    from cryptography import x509
+
+    ctx = ssl.create_default_context(cafile=str(STATE / "acme-root.pem"))
+    try:
+        with socket.create_connection((LAB.address(node), 443), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname=SERVICE_HOST) as tls:
+            serial = format(x509.load_der_x509_certificate(
+                tls.getpeercert(binary_form=True)).serial_number, "x")
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {SERVICE_HOST}\r\nConnection: close\r\n\r\n"
+                        .encode())
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+    except (OSError, ssl.SSLError) as exc:
+        return f"failed: {exc}", ""
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        return f"failed: {head.splitlines()[0].decode(errors='replace')}", serial
+    return body.decode().strip(), serial
+
+
 def owned_records() -> list[str]:
     import cloudflare  # the controller has the SDK (dev extra)
 
@@ -118,8 +146,16 @@ def main() -> int:
     records = owned_records()
     print("\n".join(records) or "(none)")
 
+    print(f"\n== GET https://{SERVICE_HOST}/ through each node, verified with "
+          f"{(STATE / 'acme-root.pem').relative_to(ROOT)} ==")
+    secure = {node: https_through(node) for node in LAB.nodes}
+    for node, (answer, serial) in secure.items():
+        print(f"through {node} ({LAB.address(node)}): served by {answer}, certificate {serial}")
+    serials = {serial for _answer, serial in secure.values()}
+
     bad = [n for n, a in answers.items() if a not in LAB.nodes]
-    if bad or "hostmesh_online" not in graph or not records:
+    bad += [n for n, (a, _s) in secure.items() if a not in LAB.nodes and n not in bad]
+    if bad or "hostmesh_online" not in graph or not records or len(serials) != 1:
         print(
             f"\ndemo check failed: requests through {bad or 'every node'}, "
             f"{len(records)} record(s)",
