@@ -80,14 +80,14 @@ def main() -> int:
         prefix="agent-", network="hostmesh-mol-node-agent", subnet="10.231.3.0/24", nodes=NODES
     )
     lab.down()
-    lab.up()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-node-agent-") as tmp:
             inv = Path(tmp) / "inventory"
             inv.mkdir()
+            lab.up(ssh_dir=inv / ".hostmesh" / "ssh")
             host = {
                 # no WireGuard here: the lab network stands for the mesh
-                n: {"ansible_host": lab.container(n), "hostmesh_public_ip": lab.address(n),
+                n: {"ansible_host": lab.address(n), "hostmesh_public_ip": lab.address(n),
                     "node_agent_address": lab.address(n)}
                 for n in NODES
             }
@@ -96,7 +96,8 @@ def main() -> int:
                     {
                         "hostmesh_nodes": {
                             "vars": {
-                                "ansible_connection": "docker",
+                                # over SSH as the lab user, host keys checked
+                                **lab.ssh(inv / ".hostmesh" / "ssh").inventory_vars(),
                                 "ansible_python_interpreter": "/usr/bin/python3",
                                 "hostmesh_api_url": f"http://{lab.address('node1')}:8080",
                                 "node_agent_mesh_subnet": lab.subnet,

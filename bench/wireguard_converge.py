@@ -33,7 +33,7 @@ RECAP = re.compile(
 
 def write_inventory(lab: Lab, inv: Path) -> None:
     hosts = {
-        n: {"ansible_host": lab.container(n), "wireguard_endpoint": lab.address(n)} for n in NODES
+        n: {"ansible_host": lab.address(n), "wireguard_endpoint": lab.address(n)} for n in NODES
     }
     inventory = {
         "hostmesh_nodes": {
@@ -42,7 +42,8 @@ def write_inventory(lab: Lab, inv: Path) -> None:
                 "hostmesh_secondary": {"hosts": {n: hosts[n] for n in NODES[1:]}},
             },
             "vars": {
-                "ansible_connection": "docker",
+                # over SSH as the lab user, host keys checked, as on real servers
+                **lab.ssh(inv / ".hostmesh" / "ssh").inventory_vars(),
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "wireguard_preshared_keys": True,
             },
@@ -84,10 +85,10 @@ def main() -> int:
     args = parser.parse_args()
     lab = Lab(prefix="wg-", network="hostmesh-mol-wireguard", subnet="10.231.2.0/24", nodes=NODES)
     lab.down()
-    lab.up()
     try:
         with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
             inv = Path(tmp)
+            lab.up(ssh_dir=inv / ".hostmesh" / "ssh")
             write_inventory(lab, inv)
             scratch, changed = converge(inv)
             if changed == 0:

@@ -324,6 +324,19 @@ class LabSsh:
         return ["-o", f"UserKnownHostsFile={self.known_hosts}",
                 "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes"]
 
+    def inventory_vars(self) -> dict:
+        """Host vars that drive a lab node as a real server: SSH as the lab
+        user with become, this lab's key, host keys checked against its
+        known_hosts. ``ansible_host`` (the node's address) is the caller's."""
+        return {
+            "ansible_connection": "ssh",
+            "ansible_user": LAB_USER,
+            "ansible_become": True,
+            "ansible_ssh_private_key_file": str(self.key),
+            "ansible_ssh_common_args": " ".join(self.ssh_options()),
+            "hostmesh_lab": True,
+        }
+
     def ensure_key(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)

@@ -7,7 +7,8 @@ A clean directory installs nothing but the tarball (`ansible-galaxy
 collection install`), then: bad inventories fail before any change, naming
 the host; a converge (at -vvv, which must not show any generated secret)
 brings the three agents up with both secondaries online; a second converge
-changes nothing.
+changes nothing. The nodes are driven over SSH as the lab user with become
+and host key checking on, as real servers are.
 """
 
 from __future__ import annotations
@@ -36,12 +37,13 @@ RECAP = re.compile(
 
 
 @pytest.fixture(scope="module")
-def lab():
+def lab(tmp_path_factory):
     lab = Lab(
         prefix="agent-", network="hostmesh-mol-node-agent", subnet="10.231.3.0/24", nodes=NODES
     )
     lab.down()
-    lab.up()
+    lab.ssh_dir = tmp_path_factory.mktemp("agent-ssh")
+    lab.up(ssh_dir=lab.ssh_dir)
     try:
         yield lab
     finally:
@@ -72,7 +74,7 @@ def project(tmp_path_factory):
     )
     (proj / "ansible.cfg").write_text(
         "[defaults]\ncollections_path = ./collections\ninventory = inventory\n"
-        "host_key_checking = False\nforks = 10\n"
+        "host_key_checking = True\nforks = 10\n"
         "strategy = hostmesh.cluster.linear\n[connection]\npipelining = True\n"
     )
     (proj / "site.yml").write_text(
@@ -85,13 +87,13 @@ def project(tmp_path_factory):
 def write_inventory(proj: Path, lab: Lab, primaries, secondaries, extra=None):
     def host(n):
         # no WireGuard here: the lab network stands for the mesh (the API is on the mesh only)
-        return {"ansible_host": lab.container(n), "hostmesh_public_ip": lab.address(n),
+        return {"ansible_host": lab.address(n), "hostmesh_public_ip": lab.address(n),
                 "node_agent_address": lab.address(n)}
 
     inv = {
         "hostmesh_nodes": {
             "vars": {
-                "ansible_connection": "docker",
+                **lab.ssh(lab.ssh_dir).inventory_vars(),
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "node_agent_env": {"HEALTH_CHECK_INTERVAL": "5", "HEARTBEAT_INTERVAL": "10"},
                 "node_agent_mesh_subnet": lab.subnet,

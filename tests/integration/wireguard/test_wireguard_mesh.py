@@ -1,5 +1,7 @@
 """Drills of the hostmesh.cluster.wireguard role on three real containers
-(wg-node1..3 on hostmesh-mol-wireguard, 10.231.2.0/24, real wireguard-go).
+(wg-node1..3 on hostmesh-mol-wireguard, 10.231.2.0/24, real wireguard-go),
+driven over SSH as the lab user with become and host key checking on, as on
+real servers (`docker exec` only looks at a node from its console).
 
 The steps run in order against one lab: a 2-node mesh, adding node3 under a
 continuous ping, --limit, -vvv secrecy, key rotation, bad input, removal.
@@ -53,7 +55,7 @@ class Mesh:
 
         def host(n):
             return {
-                "ansible_host": self.lab.container(n),
+                "ansible_host": self.lab.address(n),
                 "wireguard_endpoint": self.lab.address(n),
                 **hostvars.get(n, {}),
             }
@@ -72,7 +74,7 @@ class Mesh:
         (gv / "main.json").write_text(
             json.dumps(
                 {
-                    "ansible_connection": "docker",
+                    **self.lab.ssh(self.state / "ssh").inventory_vars(),
                     "ansible_python_interpreter": "/usr/bin/python3",
                     "wireguard_preshared_keys": True,
                 }
@@ -144,9 +146,10 @@ def no_changes(recap: dict) -> bool:
 def mesh(tmp_path_factory):
     lab = Lab(prefix="wg-", network="hostmesh-mol-wireguard", subnet="10.231.2.0/24", nodes=NODES)
     lab.down()
-    lab.up()
+    inventory = tmp_path_factory.mktemp("wg-inventory")
+    lab.up(ssh_dir=inventory / ".hostmesh" / "ssh")
     try:
-        yield Mesh(lab, tmp_path_factory.mktemp("wg-inventory"))
+        yield Mesh(lab, inventory)
     finally:
         lab.down()
 
