@@ -56,7 +56,7 @@ MIRROR = os.environ.get("HOSTMESH_DEBIAN_MIRROR", "http://deb.debian.org/debian"
 
 # Bumped whenever _tune_rootfs changes what the image holds (it is part of the
 # image's hash tag, so the next `make image` rebuilds).
-IMAGE_RECIPE = "2-ssh"
+IMAGE_RECIPE = "3-docker"
 
 # The non-root user the controller logs in as (passwordless sudo for become),
 # as on a rented Debian server.
@@ -83,6 +83,11 @@ PACKAGES = [
     "less",
     "openssh-server",  # the controller drives nodes over SSH, as on real servers
     "nftables",  # hostmesh.cluster.firewall
+    # hostmesh.cluster.apps: Docker Engine (vfs storage driver: nested in the lab
+    # container) and the library of the community.docker modules. Installed but
+    # not enabled (see _tune_rootfs): the role starts it on nodes that run apps.
+    "docker.io",
+    "python3-requests",
 ]
 
 # Run options that give systemd PID 1 what it needs without --privileged
@@ -235,6 +240,13 @@ def _tune_rootfs(rootfs: str) -> None:
         if os.path.lexists(link):
             os.unlink(link)
         os.symlink("/dev/null", link)
+    # Docker Engine stays off until hostmesh.cluster.apps enables it on a node that
+    # runs apps (not masked: the role must be able to start it).
+    for link in ("multi-user.target.wants/docker.service", "sockets.target.wants/docker.socket",
+                 "multi-user.target.wants/containerd.service"):
+        path = os.path.join(wants, link)
+        if os.path.lexists(path):
+            os.unlink(path)
     # An empty machine-id is filled at boot, so every container gets its own.
     with open(os.path.join(rootfs, "etc/machine-id"), "w"):
         pass
