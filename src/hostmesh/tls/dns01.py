@@ -123,8 +123,8 @@ class TxtChallenges:
         rec = self._reconciler()
         zid = self.zone_id()
         rec.calls["writes"] += 1
-        rec._call(lambda: rec.client.dns.records.batch(
-                      zone_id=zid, deletes=[{"id": r["id"]} for r in stale]),
+        deletes = [{"id": r["id"]} for r in stale]
+        rec._call(lambda: rec.client.dns.records.batch(zone_id=zid, deletes=deletes),
                   f"removing {len(stale)} DNS-01 challenge records from zone {self.zone}",
                   zone=self.zone, batch=True)
         return len(stale)

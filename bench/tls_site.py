@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Seconds from `site.yml` start to verified HTTPS through every node of a fresh 3-node lab.
+
+Its own lab (tlsbench-node1..3 on hostmesh-tlsbench, 10.231.15.0/24), over SSH
+like every lab: the Cloudflare stand-in with its DNS and pebble on the lab
+gateway, `site.yml`, then `playbooks/tls.yml` (the lab group_vars turn TLS on),
+then HTTPS through every node verified against pebble's root. Prints
+`name: value unit` lines:
+
+- tls_site_converge_seconds: site.yml;
+- tls_site_tls_playbook_seconds: playbooks/tls.yml (first run: installs
+  hostmesh[tls] on the primary, one order, the pairs on every node);
+- tls_site_seconds_to_verified_https: site.yml start to verified HTTPS through
+  every node;
+- tls_site_orders: ACME orders for the three nodes (goal 1);
+- tls_site_dns_writes: Cloudflare API writes of the issuer (goal 2).
+
+    flock /tmp/hostmesh-heavy.lock .venv/bin/python bench/tls_site.py
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import lab_acme
+import lab_cloudflare
+from lab import Lab
+from sitelab import run_playbook, ssh_dir, write_inventory
+
+LAB = Lab(prefix="tlsbench-", network="hostmesh-tlsbench", subnet="10.231.15.0/24")
+HOST = "whoami.lab.test"
+
+
+def verified(address: str, root: str) -> bool:
+    ctx = ssl.create_default_context(cadata=root)
+    try:
+        with socket.create_connection((address, 443), timeout=3) as raw, \
+                ctx.wrap_socket(raw, server_hostname=HOST) as tls:
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+            return tls.recv(12).startswith(b"HTTP/1.1 200")
+    except (OSError, ssl.SSLError):
+        return False
+
+
+def main() -> int:
+    dest = Path(tempfile.mkdtemp(prefix="hm-tls-bench-")) / "inventory"
+    state = dest / ".hostmesh"
+    gateway = lab_cloudflare.gateway_listen(LAB.subnet).split(":")[0]
+    LAB.down()
+    try:
+        LAB.up(ssh_dir=ssh_dir(dest))
+        write_inventory(LAB, dest)
+        lab_cloudflare.start(state, f"{gateway}:8787", ["lab.test"], f"{gateway}:53")
+        lab_acme.start(state, gateway, f"{gateway}:53")
+        root = (state / "acme-root.pem").read_text()
+        t0 = time.monotonic()
+        run_playbook(dest, "site.yml")
+        t1 = time.monotonic()
+        run_playbook(dest, "playbooks/tls.yml")
+        t2 = time.monotonic()
+        deadline = t2 + 60
+        while not all(verified(LAB.address(n), root) for n in LAB.nodes):
+            if time.monotonic() > deadline:
+                raise SystemExit("tls_site: HTTPS does not verify through every node after 60 s")
+            time.sleep(0.2)
+        t3 = time.monotonic()
+        status = json.loads(subprocess.run(
+            ["docker", "exec", LAB.container(LAB.nodes[0]), "cat",
+             "/var/lib/hostmesh-acme/status.json"],
+            capture_output=True, text=True, check=True, timeout=30).stdout)
+    finally:
+        lab_acme.stop(state)
+        lab_cloudflare.stop(state)
+        LAB.down()
+    st = status["sets"]["lab.test"]
+    print(f"tls_site_converge_seconds: {t1 - t0:.1f} s")
+    print(f"tls_site_tls_playbook_seconds: {t2 - t1:.1f} s")
+    print(f"tls_site_seconds_to_verified_https: {t3 - t0:.1f} s")
+    print(f"tls_site_orders: {st['orders']} orders")
+    print(f"tls_site_dns_writes: {status.get('dns_api_calls', {}).get('writes', 0)} writes")
+    return 0 if st["orders"] == 1 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
