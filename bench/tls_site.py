@@ -87,7 +87,7 @@ def main() -> int:
     print(f"tls_site_tls_playbook_seconds: {t2 - t1:.1f} s")
     print(f"tls_site_seconds_to_verified_https: {t3 - t0:.1f} s")
     print(f"tls_site_orders: {st['orders']} orders")
-    print(f"tls_site_dns_writes: {status.get('dns_api_calls', {}).get('writes', 0)} writes")
+    print(f"tls_site_dns_writes: {st.get('dns_writes_last_order', 0)} writes")
     return 0 if st["orders"] == 1 else 1
 
 

@@ -8,14 +8,14 @@ Layout under ``state_dir`` (default ``/var/lib/hostmesh-acme``, mode 0700):
   ``certs/<set>/current``, a symlink swapped with one ``rename``: a reader
   never sees a key of one certificate with the chain of another;
 - ``status.json``: per set, the serial, names, ``not_before``/``not_after``,
-  ``renew_at``, ``orders`` (every order ever placed), ``failures``,
-  ``next_attempt`` and ``last_error``; the distribution and the tests read it.
+  ``renew_at``, ``orders`` (every order ever placed), ``dns_writes_last_order``,
+  ``failures``, ``next_attempt`` and ``last_error``; the tests and benches read it.
 
 A set is ordered when it has no certificate, when its names changed, or at
 ``renew_at`` = not_before + 2/3 of the lifetime. A failed order keeps the
 current certificate (files untouched), counts the failure, and waits
 ``backoff(failures)`` before the next attempt (1, 2, 4, ... minutes, at most
-6 h, never beyond renew_at + ... : the timer may run as often as it likes);
+6 h; the timer may run as often as it likes);
 every failure is logged at ERROR with what to fix and when the next try is.
 """
 
@@ -178,6 +178,7 @@ class Issuer:
             st["orders"] = st.get("orders", 0) + 1
             st["last_attempt"] = now
             self._save_status(status)
+            writes_before = self.dns.calls.get("writes", 0) if self.dns._rec is not None else 0
             try:
                 info = self._order(cs)
             except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
@@ -195,6 +196,8 @@ class Issuer:
                 log.info("%s: certificate %s issued for %s, valid until %s, renewal at %s",
                          cs.name, info["serial"], ", ".join(info["names"]),
                          _utc(info["not_after"]), _utc(info["renew_at"]))
+            writes = self.dns.calls.get("writes", 0) if self.dns._rec is not None else 0
+            st["dns_writes_last_order"] = writes - writes_before
             self._save_status(status)
         status["dns_api_calls"] = self.dns.calls if self.dns._rec is not None else {}
         self._save_status(status)

@@ -111,6 +111,7 @@ def test_one_order_covers_apex_and_wildcard_and_verifies(pebble, cf, tmp_path, c
         serve_and_verify(cur, root, "a.b.example.org")  # a wildcard covers one label only
     # two DNS writes per certificate (one batch creates, one removes); none left behind
     assert status["dns_api_calls"]["writes"] == 2
+    assert st["dns_writes_last_order"] == 2
     assert [w["kind"] for w in cf.writes()] == ["batch", "batch"]
     assert cf.records() == []
     # secrets 0600 / 0700, and never in the log
