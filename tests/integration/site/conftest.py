@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
-from sitedrill import LAB, Site
+from sitedrill import CANARY, LAB, TCPDUMP, Capture, Site, lab_bridge, send_in_clear
 from sitelab import run_playbook, ssh_dir, stop_local_cloudflare, write_inventory
 
 
@@ -17,8 +18,19 @@ def site(tmp_path_factory) -> Site:
     LAB.up(ssh_dir=ssh_dir(dest))
     inventory = write_inventory(LAB, dest)
     state = inventory / ".hostmesh"
+    # The first converge is captured on the lab bridge (test_site_capture.py
+    # looks for secrets in it): `make demo`'s run, as the network sees it.
+    capture = None
+    if os.geteuid() == 0 and Path(TCPDUMP).exists():
+        capture = Capture(lab_bridge(), dest.parent / "first-converge.pcap")
     try:
-        first, _ = run_playbook(inventory, "site.yml", check=False)
+        try:
+            first, _ = run_playbook(inventory, "site.yml", check=False)
+            if capture is not None:
+                send_in_clear(CANARY)  # the control: the capture sees clear text
+        finally:
+            if capture is not None:
+                capture.stop()
         assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
         cfg = inventory.parent / "drill.hostmesh.yml"
         # The token stays in the lab's secret store; the config only points at it.
@@ -39,7 +51,7 @@ def site(tmp_path_factory) -> Site:
             f"  ansible_ssh_common_args: \"'-o UserKnownHostsFile={ssh_dir(inventory)}/known_hosts"
             " -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes'\"\n"
         )
-        yield Site(inventory, first, cfg)
+        yield Site(inventory, first, cfg, capture.path if capture else None)
     finally:
         stop_local_cloudflare(inventory)
         # HOSTMESH_KEEP_LAB=1 leaves the drill's containers running to look at

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -39,6 +41,8 @@ class Site:
     inventory: Path
     first_run: subprocess.CompletedProcess
     cfg: Path = field(default=None)
+    # tcpdump of the lab bridge during the first converge (None: not root / no tcpdump)
+    first_run_capture: Path | None = None
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -200,3 +204,64 @@ def wait_until_restored(timeout: float = 90) -> None:
 def start_node(node: str) -> None:
     docker("start", LAB.container(node))
     assert LAB.wait_systemd(node, 180) in ("running", "degraded")
+
+
+# tcpdump on the lab bridge: what someone on the path between controller and nodes sees.
+TCPDUMP = shutil.which("tcpdump") or "/usr/bin/tcpdump"
+
+
+def lab_bridge() -> str:
+    """The Linux bridge of the lab's Docker network (br-<first 12 of its id>)."""
+    net_id = docker("network", "inspect", "-f", "{{.Id}}", LAB.network).stdout.strip()
+    options = docker(
+        "network",
+        "inspect",
+        "-f",
+        '{{index .Options "com.docker.network.bridge.name"}}',
+        LAB.network,
+    ).stdout
+    name = options.strip() if options.strip() not in ("", "<no value>") else f"br-{net_id[:12]}"
+    assert Path(f"/sys/class/net/{name}").exists(), f"no bridge {name} for {LAB.network}"
+    return name
+
+
+class Capture:
+    """tcpdump -i <bridge> -w <file>, whole frames, until stopped."""
+
+    def __init__(self, bridge: str, path: Path):
+        self.path = path
+        self.log = path.with_suffix(".log")
+        self.proc = subprocess.Popen(
+            [TCPDUMP, "-i", bridge, "-s", "0", "-U", "--immediate-mode", "-n", "-w", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("wb"),
+        )
+        deadline = time.monotonic() + 10
+        while "listening on" not in self.log.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"tcpdump did not start: {self.log.read_text()}")
+            time.sleep(0.1)
+
+    def stop(self) -> bytes:
+        time.sleep(1.0)  # frames still on their way from the kernel to tcpdump
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        return self.path.read_bytes()
+
+
+# A bearer token sent in clear across the lab bridge at the end of the first
+# converge: a capture that misses it would prove nothing.
+CANARY = "canary-" + secrets.token_urlsafe(24)
+
+
+def send_in_clear(token: str) -> None:
+    """One HTTP request with `token` to node1's public web entrypoint."""
+    conn = http.client.HTTPConnection(LAB.address("node1"), 80, timeout=5)
+    try:
+        conn.request("GET", "/", headers={"Host": SERVICE_HOST, "Authorization": f"Bearer {token}"})
+        conn.getresponse().read()
+    except OSError:
+        pass  # any answer will do: the request crossed the bridge
+    finally:
+        conn.close()

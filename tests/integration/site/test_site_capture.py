@@ -3,7 +3,8 @@
 Runs on the shared site lab (the `site` fixture of conftest.py:
 site.yml converged over SSH on drill-node1..3, hostmesh-drill, 10.231.6.0/24).
 tcpdump records every frame on the lab network's bridge, as someone on the
-path between the controller and the servers would, while:
+path between the controller and the servers would, during the first site.yml
+converge (`make demo`'s run, captured by the `site` fixture), and while:
 
 - playbooks/summary.yml asks the primary for its node list (the admin token
   goes to the primary inside Ansible's SSH connection, the call is made on
@@ -22,8 +23,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import subprocess
 import sys
 import time
 import urllib.error
@@ -36,8 +35,11 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sitedrill import (
+    CANARY,
     LAB,
-    docker,
+    TCPDUMP,
+    Capture,
+    lab_bridge,
     on_node,
     registered,
     wait_for,
@@ -45,48 +47,6 @@ from sitedrill import (
 from sitelab import run_playbook
 
 HEARTBEAT_SECONDS = 15  # inventory/lab/group_vars/hostmesh_nodes/node_agent.yml
-TCPDUMP = shutil.which("tcpdump") or "/usr/bin/tcpdump"
-
-
-def lab_bridge() -> str:
-    """The Linux bridge of the lab's Docker network (br-<first 12 of its id>)."""
-    net_id = docker("network", "inspect", "-f", "{{.Id}}", LAB.network).stdout.strip()
-    options = docker(
-        "network",
-        "inspect",
-        "-f",
-        '{{index .Options "com.docker.network.bridge.name"}}',
-        LAB.network,
-    ).stdout
-    name = options.strip() if options.strip() not in ("", "<no value>") else f"br-{net_id[:12]}"
-    assert Path(f"/sys/class/net/{name}").exists(), f"no bridge {name} for {LAB.network}"
-    return name
-
-
-class Capture:
-    """tcpdump -i <bridge> -w <file>, whole frames, until stopped."""
-
-    def __init__(self, bridge: str, path: Path):
-        self.path = path
-        self.log = path.with_suffix(".log")
-        self.proc = subprocess.Popen(
-            [TCPDUMP, "-i", bridge, "-s", "0", "-U", "-n", "-w", str(path)],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("wb"),
-        )
-        deadline = time.monotonic() + 10
-        while "listening on" not in self.log.read_text(errors="replace"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"tcpdump did not start: {self.log.read_text()}")
-            time.sleep(0.1)
-
-    def stop(self) -> bytes:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        return self.path.read_bytes()
-
-
 def lab_secrets(inventory: Path) -> dict[str, str]:
     """Every value of the lab's secret store (current and previous), by name."""
     out = {}
@@ -161,6 +121,20 @@ def test_no_secret_in_clear_on_the_lab_network(site, tmp_path):
     print(f"capture_seconds: {seconds:.0f} s")
     print(f"capture_secrets_checked: {len(values)} values")
     assert not leaked, f"secrets in clear on the lab network: {leaked}"
+
+
+def test_no_secret_in_clear_during_the_first_converge(site):
+    """`make demo`'s run as the network sees it: site.yml from nothing (secrets
+    made, agents registered, keys handed over) captured on the lab bridge by
+    the `site` fixture, a clear-text canary sent at its end."""
+    if site.first_run_capture is None:
+        pytest.fail("the first converge was not captured: run the tests as root with tcpdump")
+    pcap = site.first_run_capture.read_bytes()
+    values = lab_secrets(site.inventory)
+    assert CANARY.encode() in pcap, "the capture did not see a token sent in clear"
+    leaked = sorted(name for name, value in values.items() if value.encode() in pcap)
+    print(f"first_converge_capture_bytes: {len(pcap)} bytes")
+    assert not leaked, f"secrets in clear on the lab network during site.yml: {leaked}"
 
 
 def test_the_api_does_not_answer_on_public_addresses(site):
