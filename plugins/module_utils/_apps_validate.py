@@ -129,10 +129,9 @@ def _check_placement(pre, name, svc, nodes):
 
 def _check_volume(pre, volume):
     if not isinstance(volume, str) or volume.count(":") not in (1, 2):
-        return [
-            (f"{pre}: volume {volume!r} must be SOURCE:TARGET[:ro|rw] (SOURCE a volume name or "
-            "an absolute path)")
-        ]
+        message = (f"{pre}: volume {volume!r} must be SOURCE:TARGET[:ro|rw] "
+                   "(SOURCE a volume name or an absolute path)")
+        return [message]
     parts = volume.split(":")
     source, target = parts[0], parts[1]
     errors = []
