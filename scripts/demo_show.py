@@ -20,7 +20,6 @@ would be worse than none).
 from __future__ import annotations
 
 import http.client
-import socket
 import ssl
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lab import Lab
+from lab_acme import https_get
 from sitelab import ROOT, VENV_BIN, ansible_env
 
 LAB = Lab()  # hostmesh-lab-node1..3, as inventory/lab/hosts.yml
@@ -90,25 +90,14 @@ def whoami_through(node: str) -> str:
 
 def https_through(node: str) -> tuple[str, str]:
     """(served by, certificate serial) for https://whoami.lab.test through ``node``, verified."""
-    from cryptography import x509
-
-    ctx = ssl.create_default_context(cafile=str(STATE / "acme-root.pem"))
     try:
-        with socket.create_connection((LAB.address(node), 443), timeout=5) as raw, \
-                ctx.wrap_socket(raw, server_hostname=SERVICE_HOST) as tls:
-            serial = format(x509.load_der_x509_certificate(
-                tls.getpeercert(binary_form=True)).serial_number, "x")
-            tls.sendall(f"GET / HTTP/1.1\r\nHost: {SERVICE_HOST}\r\nConnection: close\r\n\r\n"
-                        .encode())
-            data = b""
-            while chunk := tls.recv(65536):
-                data += chunk
+        status, body, serial = https_get(LAB.address(node), 443, SERVICE_HOST,
+                                         cafile=str(STATE / "acme-root.pem"))
     except (OSError, ssl.SSLError) as exc:
         return f"failed: {exc}", ""
-    head, _, body = data.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
-        return f"failed: {head.splitlines()[0].decode(errors='replace')}", serial
-    return body.decode().strip(), serial
+    if status != 200:
+        return f"failed: HTTP {status}", serial
+    return body, serial
 
 
 def owned_records() -> list[str]:

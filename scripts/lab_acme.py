@@ -38,6 +38,25 @@ PEBBLE = "/usr/bin/pebble"
 DEFAULT_VALIDITY = 90 * 86400
 
 
+def https_get(address: str, port: int, host: str, *, cadata: str | None = None,
+              cafile: str | None = None) -> tuple[int, str, str]:
+    """GET https://<host>/ through ``address:port`` with verification on (SNI =
+    host, trust = ``cadata``/``cafile``): (status, body, served serial in hex)."""
+    from cryptography import x509
+
+    ctx = ssl.create_default_context(cadata=cadata, cafile=cafile)
+    with socket.create_connection((address, port), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host) as tls:
+        serial = format(x509.load_der_x509_certificate(
+            tls.getpeercert(binary_form=True)).serial_number, "x")
+        tls.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode().strip(), serial
+
+
 def free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))

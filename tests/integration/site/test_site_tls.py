@@ -11,7 +11,6 @@ serving (TLS is additive; pebble is stopped at the end).
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import sys
 import time
@@ -29,19 +28,7 @@ NODES = ["node1", "node2", "node3"]
 
 def https(address: str, root: str) -> tuple[int, str, str]:
     """(status, body, served serial) for GET https://whoami.lab.test/ through ``address``."""
-    from cryptography import x509
-
-    ctx = ssl.create_default_context(cadata=root)
-    with socket.create_connection((address, 443), timeout=5) as raw, \
-            ctx.wrap_socket(raw, server_hostname=SERVICE_HOST) as tls:
-        serial = format(x509.load_der_x509_certificate(
-            tls.getpeercert(binary_form=True)).serial_number, "x")
-        tls.sendall(f"GET / HTTP/1.1\r\nHost: {SERVICE_HOST}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := tls.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode().strip(), serial
+    return lab_acme.https_get(address, 443, SERVICE_HOST, cadata=root)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ name whoami.lab.test.
 
 from __future__ import annotations
 
-import socket
 import ssl
 import stat
 import sys
@@ -27,6 +26,7 @@ from tests.cloudflare_server.harness import CloudflareServer
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
+import lab_acme
 from lab_acme import Pebble
 from traefik_harness import HOST, WEB_PORT, Backend, Node
 
@@ -39,19 +39,7 @@ SERVICES = {"whoami": {"hosts": [HOST], "port": 18081, "nodes": ["node1", "node3
 
 def https_get(address: str, root_pem: str, host: str = HOST) -> tuple[int, str, str]:
     """(status, body, serial of the served certificate); verification on, SNI = host."""
-    from cryptography import x509
-
-    ctx = ssl.create_default_context(cadata=root_pem)
-    with socket.create_connection((address, HTTPS_PORT), timeout=5) as raw, \
-            ctx.wrap_socket(raw, server_hostname=host) as tls:
-        serial = format(x509.load_der_x509_certificate(
-            tls.getpeercert(binary_form=True)).serial_number, "x")
-        tls.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := tls.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode().strip(), serial
+    return lab_acme.https_get(address, HTTPS_PORT, host, cadata=root_pem)
 
 
 @pytest.fixture(scope="module")
