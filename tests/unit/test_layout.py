@@ -291,3 +291,17 @@ def test_galaxy_build_excludes_state_and_installs_elsewhere(tmp_path):
                 env=env).stdout
     for role in ROLES:
         assert f"hostmesh.cluster.{role}" in roles
+
+
+def test_test_modules_have_unique_basenames():
+    """pytest imports test modules by basename (no __init__.py in tests/): two
+    test files with the same name stop the whole run at collection."""
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        if "output" in path.relative_to(ROOT / "tests").parts:
+            continue
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(ROOT)} and {path.relative_to(ROOT)}")
+        seen.setdefault(path.name, path)
+    assert not clashes, f"test files sharing a name (rename one): {clashes}"
