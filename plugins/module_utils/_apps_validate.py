@@ -241,9 +241,9 @@ def validate_apps(services, nodes, reserved_ports=()):
             continue
         if is_app(svc) and port in reserved_ports:
             errors.append(
-                "app {!r}: port {} is used by the cluster itself ({}); choose another "
-                "hostmesh_services.{}.port".format(
-                    name, port, ", ".join(str(p) for p in sorted(reserved_ports)), name
+                "app {name!r}: port {port} is used by the cluster itself ({used}); choose another "
+                "hostmesh_services.{name}.port".format(
+                    name=name, port=port, used=", ".join(str(p) for p in sorted(reserved_ports))
                 )
             )
             continue
