@@ -48,16 +48,27 @@ def _pem(n: int) -> bytes:
     return f"-----BEGIN CERTIFICATE-----\nchain{n}\n-----END CERTIFICATE-----\n".encode()
 
 
+def _fresh_key_pem() -> bytes:
+    """A private key made for this test: no key material is committed to the tree."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+
+
 def test_deploy_is_idempotent_keeps_one_previous_pair_and_holds_no_key(tmp_path):
     tls, dyn = tmp_path / "tls", tmp_path / "dynamic"
     dyn.mkdir()
-    key = b"-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n"
+    key = _fresh_key_pem()
+    secret = key.decode().splitlines()[1]  # a line of the key material itself
     assert deploy.install({"example.org": (_pem(1), key)}, tls, dyn) is True
     assert deploy.install({"example.org": (_pem(1), key)}, tls, dyn) is False
     (k,) = tls.glob("*.key")
     assert stat.S_IMODE(k.stat().st_mode) == 0o600 and k.read_bytes() == key
     text = (dyn / "hostmesh-tls.yml").read_text()
-    assert "secret" not in text and "chain1" not in text
+    assert secret not in text and "chain1" not in text
     assert str(k) in text and "defaultCertificate" in text
     for n in (2, 3):
         assert deploy.install({"example.org": (_pem(n), key)}, tls, dyn) is True
