@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from hostmesh import __version__
 from hostmesh.agent import security, validate
+from hostmesh.agent.apps import AppsInvalid, check_heartbeat_apps
 from hostmesh.agent.config import Config
 from hostmesh.agent.health import HealthChecker
 from hostmesh.agent.metrics import Metrics
@@ -347,7 +348,9 @@ class AgentAPI:
                     fields[key] = check(body[key])
             if "stats" in body:
                 fields["stats"] = check_heartbeat_stats(body["stats"])
-        except (validate.Invalid, StatsInvalid) as exc:
+            if "apps" in body:
+                fields["apps"] = check_heartbeat_apps(body["apps"])
+        except (validate.Invalid, StatsInvalid, AppsInvalid) as exc:
             raise ApiError(400, str(exc)) from None
         if "wireguard_ip" in fields:
             # a heartbeat may repeat the mesh address, never change it
@@ -402,6 +405,11 @@ class AgentAPI:
     async def list_nodes(self, request: Request) -> Response:
         self.require_admin(request)
         return JSONResponse(self.registry.list_nodes())
+
+    async def list_apps(self, request: Request) -> Response:
+        """What runs where: every app with its replicas, and what each node reported."""
+        self.require_admin(request)
+        return JSONResponse(apps_view(self.registry.list_nodes()))
 
     async def get_node(self, request: Request) -> Response:
         self.require_admin(request)
@@ -514,6 +522,28 @@ class AgentAPI:
                             f"({self.cfg.primary_url})")
 
 
+def apps_view(nodes: list[dict]) -> dict:
+    """GET /api/apps from the node records: apps by name with their replicas, and per node
+    what it reported (apps null: the node has not reported, e.g. an older agent)."""
+    apps: dict[str, list[dict]] = {}
+    for node in nodes:
+        for app in node.get("apps") or []:
+            apps.setdefault(app["name"], []).append({
+                "node": node["name"], "node_id": node["id"], "node_status": node["status"],
+                "container": app["container"], "image": app["image"], "state": app["state"],
+                "health": app["health"], "reported_at": node["apps_at"]})
+    return {
+        "apps": [{"name": name, "running": sum(r["state"] == "running" for r in replicas),
+                  "replicas": sorted(replicas, key=lambda r: (r["node"], r["container"]))}
+                 for name, replicas in sorted(apps.items())],
+        "nodes": [{"id": n["id"], "name": n["name"], "status": n["status"],
+                   "is_primary": n["is_primary"], "apps_at": n["apps_at"],
+                   "apps": None if n.get("apps") is None
+                   else sorted({a["name"] for a in n["apps"]})}
+                  for n in sorted(nodes, key=lambda n: n["name"])],
+    }
+
+
 def build_app(api: AgentAPI, background=None) -> Starlette:
     """The Starlette app; `background(api)` is an async callable run for the app's lifetime."""
     cfg = api.cfg
@@ -527,6 +557,7 @@ def build_app(api: AgentAPI, background=None) -> Starlette:
         routes += [
             Route("/api/nodes/register", api.register, methods=["POST"]),
             Route("/api/nodes", api.list_nodes, methods=["GET"]),
+            Route("/api/apps", api.list_apps, methods=["GET"]),
             Route("/api/nodes", api.create_node, methods=["POST"]),
             Route("/api/nodes/{node_id}", api.get_node, methods=["GET"]),
             Route("/api/nodes/{node_id}", api.update_node, methods=["PUT"]),
@@ -538,7 +569,8 @@ def build_app(api: AgentAPI, background=None) -> Starlette:
     else:
         routes += [Route("/api/nodes{rest:path}", api.not_primary,
                          methods=["GET", "POST", "PUT", "DELETE"]),
-                   Route("/api/invites", api.not_primary, methods=["POST"])]
+                   Route("/api/invites", api.not_primary, methods=["POST"]),
+                   Route("/api/apps", api.not_primary, methods=["GET"])]
 
     async def on_api_error(request: Request, exc: ApiError) -> Response:
         return error(exc.status, exc.message, exc.headers)

@@ -101,6 +101,9 @@ class Config:
     max_connections: int = 4096
     generated: list[str] = field(default_factory=list)  # names of values generated+persisted
     dns: object | None = None  # dns_withdrawal.DnsSettings: health-aware DNS (issue 17)
+    # issue 16: report this node's app containers (label hostmesh.app) read from Docker
+    apps_report: bool = True
+    apps_docker_socket: str = "/run/docker.sock"
 
     @property
     def role(self) -> str:
@@ -307,6 +310,15 @@ def _url(value: str, name: str) -> str:
     return value.rstrip("/")
 
 
+def _socket_path(env: dict[str, str]) -> str:
+    raw = (env.get("APPS_DOCKER_SOCKET") or "/run/docker.sock").strip()
+    raw = raw.removeprefix("unix://")
+    if not raw.startswith("/") or len(raw) > 107 or "\0" in raw:
+        raise ConfigError(f"APPS_DOCKER_SOCKET={raw!r}: expected the absolute path of the "
+                          "Docker Engine's socket, e.g. /run/docker.sock")
+    return raw
+
+
 def _labels(raw: str) -> dict[str, str]:
     labels: dict[str, str] = {}
     for item in raw.split(","):
@@ -500,6 +512,8 @@ def load(env: dict[str, str]) -> Config:
         request_timeout=_number(env, "REQUEST_TIMEOUT", 10.0, minimum=0.1),
         idle_timeout=_number(env, "IDLE_TIMEOUT", 5.0, minimum=0.1),
         max_connections=int(_number(env, "MAX_CONNECTIONS", 4096, minimum=16, integer=True)),
+        apps_report=_bool(env, "APPS_REPORT", True),
+        apps_docker_socket=_socket_path(env),
     )
     from hostmesh.agent.dns_withdrawal import DnsConfigError, load_settings
 

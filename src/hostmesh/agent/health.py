@@ -196,16 +196,22 @@ class HealthChecker:
         return len(targets)
 
     async def own_stats(self) -> None:
-        """Every HEARTBEAT_INTERVAL, the primary's own stats on its row (as a secondary's)."""
+        """Every HEARTBEAT_INTERVAL, the primary's own stats and app containers on its row
+        (as a secondary's heartbeat would bring them)."""
+        from hostmesh.agent.apps import AppsReader
         from hostmesh.agent.stats import SystemStats
 
         stats = SystemStats(disk_path=str(self.cfg.data_dir))
+        apps = AppsReader(self.cfg.apps_docker_socket, self.cfg.apps_report, log=log)
         while True:
             try:
                 snapshot = await asyncio.to_thread(stats.heartbeat)
                 self.registry.record_own_stats(self.cfg.node_id, snapshot)
             except (OSError, ValueError, IndexError):
                 pass
+            reported = await asyncio.to_thread(apps.read)
+            if reported is not None:
+                self.registry.record_own_apps(self.cfg.node_id, reported)
             await asyncio.sleep(self.cfg.heartbeat_interval)
 
     async def run(self) -> None:

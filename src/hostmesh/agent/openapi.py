@@ -5,6 +5,8 @@ from __future__ import annotations
 from copy import deepcopy
 
 from hostmesh import __version__
+from hostmesh.agent.apps import HEALTH as APP_HEALTH
+from hostmesh.agent.apps import MAX_APPS, STATES
 from hostmesh.module_utils._names import ID_RE, NAME_RE
 
 _ID = {"type": "string", "pattern": f"^{ID_RE.pattern}$"}
@@ -22,6 +24,62 @@ _ENDPOINT = {"type": "string", "maxLength": 2048,
                             "(inside the primary's MESH_SUBNET, equal to wireguard_ip, which "
                             "it fills when absent) and the cluster's agent port; the primary "
                             "checks a node nowhere else"}
+
+APP = {
+    "type": "object", "required": ["name", "container", "image", "state", "health"],
+    "description": "one app container of a node, read from its Docker Engine (containers "
+                   "labelled hostmesh.app); never its environment",
+    "properties": {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+                 "description": "the app (hostmesh_services key, label hostmesh.app)"},
+        "container": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"},
+        "image": {"type": "string", "maxLength": 512, "nullable": True},
+        "state": {"type": "string", "enum": list(STATES)},
+        "health": {"type": "string", "enum": list(APP_HEALTH),
+                   "description": "Docker's health check; none when the container has none"},
+    },
+}
+_APPS = {"type": "array", "maxItems": MAX_APPS, "nullable": True,
+         "items": {"$ref": "#/components/schemas/App"}}
+REPLICA = {
+    "type": "object",
+    "required": ["node", "node_id", "node_status", "container", "image", "state", "health",
+                 "reported_at"],
+    "properties": {"node": {"type": "string"}, "node_id": {"type": "string"},
+                   "node_status": {"type": "string",
+                                   "enum": ["online", "offline", "unreachable"]},
+                   "container": {"type": "string"},
+                   "image": {"type": "string", "nullable": True},
+                   "state": {"type": "string", "enum": list(STATES)},
+                   "health": {"type": "string", "enum": list(APP_HEALTH)},
+                   "reported_at": _TS},
+}
+APPS_VIEW = {
+    "type": "object", "required": ["apps", "nodes"],
+    "properties": {
+        "apps": {"type": "array", "description": "every app some node reported, by name",
+                 "items": {"type": "object", "required": ["name", "running", "replicas"],
+                           "properties": {
+                               "name": {"type": "string"},
+                               "running": {"type": "integer", "minimum": 0,
+                                           "description": "replicas in state running"},
+                               "replicas": {"type": "array",
+                                            "items": {"$ref": "#/components/schemas/"
+                                                              "AppReplica"}}}}},
+        "nodes": {"type": "array", "description": "every node and the apps it reported",
+                  "items": {"type": "object",
+                            "required": ["id", "name", "status", "is_primary", "apps_at",
+                                         "apps"],
+                            "properties": {
+                                "id": {"type": "string"}, "name": {"type": "string"},
+                                "status": {"type": "string"},
+                                "is_primary": {"type": "boolean"}, "apps_at": _TS,
+                                "apps": {"type": "array", "nullable": True,
+                                         "items": {"type": "string"},
+                                         "description": "app names; null: the node has "
+                                                        "not reported its apps"}}}},
+    },
+}
 
 NODE = {
     "type": "object",
@@ -44,6 +102,10 @@ NODE = {
                                  "disk_total_bytes, disk_used_bytes, load_1m, "
                                  "uptime_seconds); null until one arrives"},
         "stats_at": _TS,
+        "apps": {**_APPS, "description": "the node's app containers from its last report "
+                                         "(heartbeat; the primary reads its own); null "
+                                         "until one arrives, [] for none"},
+        "apps_at": _TS,
     },
 }
 REGISTERED = deepcopy(NODE)
@@ -168,6 +230,11 @@ def document(role: str = "primary") -> dict:
                          "security": _ADMIN, "requestBody": body("CreateInput"),
                          "responses": {"201": _resp("created", "Node"),
                                        **_errors(400, 401, 409, 413)}}},
+            "/api/apps": {"get": {
+                "summary": "what runs where: the app containers every node reported (never "
+                           "a container's environment)",
+                "operationId": "listApps", "security": _ADMIN,
+                "responses": {"200": _resp("apps and nodes", "AppsView"), **_errors(401)}}},
             "/api/nodes/{node_id}": {
                 "parameters": [_NODE_ID_PARAM],
                 "get": {"summary": "one node", "operationId": "getNode", "security": _ADMIN,
@@ -223,7 +290,8 @@ def document(role: str = "primary") -> dict:
             "schemas": {
                 "Node": NODE, "Registered": REGISTERED, "NodeInput": NODE_INPUT,
                 "RegisterInput": REGISTER_INPUT, "CreateInput": CREATE_INPUT, "Error": ERROR,
-                "Health": HEALTH, "Stats": STATS, "CheckResult": CHECK, "Invite": INVITE,
+                "Health": HEALTH, "Stats": STATS, "App": APP, "AppReplica": REPLICA,
+                "AppsView": APPS_VIEW, "CheckResult": CHECK, "Invite": INVITE,
                 "InviteInput": {"type": "object", "properties": {
                     "ttl_seconds": {"type": "number", "minimum": 1}}},
                 "HeartbeatInput": {"type": "object", "properties": {
@@ -236,7 +304,12 @@ def document(role: str = "primary") -> dict:
                               "description": "the node's CPU, memory and disk: percentages "
                                              "0-100, byte counts, cpu_count, load_1m, "
                                              "uptime_seconds (unknown keys are dropped; a "
-                                             "value out of range is refused with 400)"}}},
+                                             "value out of range is refused with 400)"},
+                    "apps": {**_APPS, "description": "the node's app containers (at most "
+                                                     f"{MAX_APPS}; [] for none; unknown keys "
+                                                     "of an item are dropped, a bad value "
+                                                     "is refused with 400 and nothing is "
+                                                     "recorded); absent or null: unchanged"}}},
                 "HeartbeatAnswer": {"type": "object", "required": ["status", "node_id"],
                                     "properties": {"status": {"type": "string"},
                                                    "node_id": {"type": "string"},

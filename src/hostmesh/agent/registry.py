@@ -64,12 +64,17 @@ MIGRATIONS: list[str] = [
     ALTER TABLE nodes ADD COLUMN stats TEXT;
     ALTER TABLE nodes ADD COLUMN stats_at REAL;
     """,
+    # 5 (issue 16): the node's app containers from its last report (JSON list) and when
+    """
+    ALTER TABLE nodes ADD COLUMN apps TEXT;
+    ALTER TABLE nodes ADD COLUMN apps_at REAL;
+    """,
 ]
 
 PUBLIC_FIELDS = (
     "id", "name", "api_endpoint", "is_primary", "status", "last_seen", "consecutive_failures",
     "last_health_check", "created_at", "updated_at", "wireguard_ip", "public_ip", "labels",
-    "version", "stats", "stats_at",
+    "version", "stats", "stats_at", "apps", "apps_at",
 )
 _SELECT = ", ".join(PUBLIC_FIELDS)
 _HEARTBEAT = ("UPDATE nodes SET status='online', consecutive_failures=0, last_seen=? "
@@ -169,7 +174,8 @@ class Registry:
     def _public(row: tuple) -> dict:
         node = dict(zip(PUBLIC_FIELDS, row))
         node["is_primary"] = bool(node["is_primary"])
-        for key in ("last_seen", "last_health_check", "created_at", "updated_at", "stats_at"):
+        for key in ("last_seen", "last_health_check", "created_at", "updated_at", "stats_at",
+                    "apps_at"):
             node[key] = iso(node[key])
         try:
             node["labels"] = json.loads(node["labels"] or "{}")
@@ -179,6 +185,10 @@ class Registry:
             node["stats"] = json.loads(node["stats"]) if node["stats"] else None
         except ValueError:
             node["stats"] = None
+        try:
+            node["apps"] = json.loads(node["apps"]) if node["apps"] else None
+        except ValueError:
+            node["apps"] = None
         return node
 
     def list_nodes(self) -> list[dict]:
@@ -325,6 +335,9 @@ class Registry:
         if fields.get("stats") is not None:  # validated by the API (stats.check_heartbeat_stats)
             sets += ["stats=?", "stats_at=?"]
             args += [json.dumps(fields["stats"], sort_keys=True, separators=(",", ":")), now]
+        if fields.get("apps") is not None:  # validated by the API (apps.check_heartbeat_apps)
+            sets += ["apps=?", "apps_at=?"]
+            args += [json.dumps(fields["apps"], sort_keys=True, separators=(",", ":")), now]
         self.db.execute(f"UPDATE nodes SET {', '.join(sets)} WHERE id=? AND is_primary=0",
                         (*args, node_id))
 
@@ -332,6 +345,12 @@ class Registry:
         """The primary's own CPU/memory/disk on its own row (it sends itself no heartbeat)."""
         self.db.execute("UPDATE nodes SET stats=?, stats_at=? WHERE id=? AND is_primary=1",
                         (json.dumps(stats, sort_keys=True, separators=(",", ":")), time.time(),
+                         node_id))
+
+    def record_own_apps(self, node_id: str, apps: list[dict]) -> None:
+        """The primary's own app containers on its own row (it sends itself no heartbeat)."""
+        self.db.execute("UPDATE nodes SET apps=?, apps_at=? WHERE id=? AND is_primary=1",
+                        (json.dumps(apps, sort_keys=True, separators=(",", ":")), time.time(),
                          node_id))
 
     def record_check(self, node_id: str, ok: bool, status_for_failures) -> tuple[str, int] | None:

@@ -11,6 +11,7 @@ import time
 
 from hostmesh import __version__
 from hostmesh.agent import security
+from hostmesh.agent.apps import AppsReader
 from hostmesh.agent.config import ID_RE, Config
 from hostmesh.agent.stats import SystemStats
 from hostmesh.module_utils._agent_client import (
@@ -64,6 +65,8 @@ class Secondary:
         )
         self.primary_file = cfg.data_dir / PRIMARY_FILE
         self.stats = SystemStats(disk_path=str(cfg.data_dir))
+        # the app containers of this node, from the local Docker Engine (issue 16)
+        self.apps = AppsReader(cfg.apps_docker_socket, cfg.apps_report, log=log)
         self._load_primary()
 
     # -- the primary's identity, pinned ----------------------------------------
@@ -170,6 +173,9 @@ class Secondary:
             body["stats"] = self.stats.heartbeat()
         except (OSError, ValueError, IndexError):
             pass
+        apps = await asyncio.to_thread(self.apps.read)
+        if apps is not None:  # None: not read (APPS_REPORT=false or Docker unreadable)
+            body["apps"] = apps
         if self.cfg.wireguard_ip:
             body["wireguard_ip"] = self.cfg.wireguard_ip
         if self.cfg.public_ip:

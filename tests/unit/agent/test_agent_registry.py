@@ -55,7 +55,7 @@ def test_primary_lists_itself_online(registry):
     assert set(node) == {"id", "name", "api_endpoint", "is_primary", "status", "last_seen",
                          "consecutive_failures", "last_health_check", "created_at",
                          "updated_at", "wireguard_ip", "public_ip", "labels", "version",
-                         "stats", "stats_at"}
+                         "stats", "stats_at", "apps", "apps_at"}
     assert node["created_at"].endswith("Z")
 
 
