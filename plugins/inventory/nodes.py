@@ -17,14 +17,22 @@ description:
     Ansible sets to C(inventory_hostname)), so the dynamic and the static inventory name hosts alike.
   - "Groups: V(hostmesh_online), V(hostmesh_offline), V(hostmesh_unreachable) (from the node's
     C(status)), V(hostmesh_primary) and V(hostmesh_secondary) (both children of V(hostmesh_nodes)),
-    and one group per label, named O(label_group_prefix) + the label."
+    one group per label, named O(label_group_prefix) + the label, and one group per app a node
+    reports, named O(app_group_prefix) + the app."
+  - "Apps: each node reports the containers of its hostmesh apps (C(hostmesh.cluster.apps)) with
+    its heartbeats. C(hostmesh_apps) is that list, one item per container with C(name) (the
+    app), C(container), C(image), C(state) (Docker's: V(running), V(exited), ...) and
+    C(health) (V(healthy), V(unhealthy), V(starting) or V(none)); empty when the node runs none
+    or has not reported. A node is in the group of every app it has a container of, whatever
+    the container's state (the state is in C(hostmesh_apps))."
   - "Host variables: every field of the API's node record, prefixed with C(hostmesh_):
     C(hostmesh_node_id), C(hostmesh_name), C(hostmesh_status), C(hostmesh_is_primary),
     C(hostmesh_api_endpoint), C(hostmesh_last_seen), C(hostmesh_consecutive_failures),
     C(hostmesh_last_health_check), C(hostmesh_wireguard_ip), C(hostmesh_public_ip),
     C(hostmesh_labels) (always a list), C(hostmesh_version), C(hostmesh_created_at),
     C(hostmesh_updated_at), C(hostmesh_stats) (the node's CPU, memory and disk from its last
-    heartbeat, see docs/inventory.md) and C(hostmesh_stats_at). Fields that look like secrets
+    heartbeat, see docs/inventory.md), C(hostmesh_stats_at), C(hostmesh_apps) (the node's app
+    containers, always a list, see below) and C(hostmesh_apps_at). Fields that look like secrets
     (C(api_key), C(private_key), C(token), C(secret), C(password), C(*_hash)) are dropped,
     even if a primary sends them (a Selfhostly primary sends each node's C(api_key))."
   - Also reads the C(/api/nodes) answer of a Selfhostly primary (same field names, no WireGuard
@@ -153,6 +161,14 @@ options:
         V(_)."
     type: str
     default: hostmesh_label_
+    version_added: 0.1.0
+  app_group_prefix:
+    description:
+      - "Prefix of the group made for each app. The app V(whoami) gives V(hostmesh_app_whoami);
+        V(my-app.v2) gives V(hostmesh_app_my_app_v2) (characters not allowed in group names
+        become V(_))."
+    type: str
+    default: hostmesh_app_
     version_added: 0.1.0
   filters:
     description:
@@ -345,6 +361,30 @@ def normalize_labels(labels) -> list[str]:
     if isinstance(labels, (list, tuple)):
         return [str(item) for item in labels if item not in (None, "")]
     return []
+
+
+_APP_KEYS = ("name", "container", "image", "state", "health")
+_APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # the agent's rule; fullmatch
+
+
+def normalize_apps(apps) -> list[dict]:
+    """A node's app containers as a list of {name, container, image, state, health}.
+
+    Anything else the primary sends (not a list, an item without a valid app name) is
+    left out; values are kept as strings or None, other keys dropped.
+    """
+    if not isinstance(apps, (list, tuple)):
+        return []
+    out = []
+    for item in apps:
+        if not isinstance(item, Mapping):
+            continue
+        name = item.get("name")
+        if not isinstance(name, str) or not _APP_NAME.fullmatch(name):
+            continue
+        out.append({key: (item.get(key) if isinstance(item.get(key), str) else None)
+                    for key in _APP_KEYS})
+    return out
 
 
 def parse_filters(filters) -> list[dict]:
@@ -576,6 +616,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         statuses = [str(s).strip().lower() for s in (self.get_option("statuses") or [])]
         host_source = self.get_option("ansible_host_source")
         label_prefix = self.get_option("label_group_prefix") or ""
+        app_prefix = self.get_option("app_group_prefix") or ""
 
         self.inventory.add_group(PARENT_GROUP)
         for group in STATUS_GROUPS + ROLE_GROUPS:
@@ -587,7 +628,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         for index, node in enumerate(nodes):
             # one bad record (a hostile or broken primary's) is skipped with a warning;
             # it never fails the whole inventory
-            problem = _record_problem(node, label_prefix)
+            problem = _record_problem(node, label_prefix, app_prefix)
             if problem is None:
                 ansible_host = self._ansible_host(node, host_source)
                 if ansible_host and not _valid_host(ansible_host):
@@ -598,6 +639,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 continue
             hostvars = self._hostvars(node, index)
             label_groups = hostvars.pop("_label_groups")
+            app_groups = hostvars.pop("_app_groups")
             name = hostvars["hostmesh_name"]
             status = hostvars["hostmesh_status"]
             if statuses and status not in statuses:
@@ -631,6 +673,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self.inventory.add_child(role_group, name)
             for label in label_groups:
                 group = label_prefix + _GROUP_UNSAFE.sub("_", label)
+                self.inventory.add_group(group)
+                self.inventory.add_child(group, name)
+            for app in app_groups:
+                group = app_prefix + _GROUP_UNSAFE.sub("_", app)
                 self.inventory.add_group(group)
                 self.inventory.add_child(group, name)
 
@@ -669,6 +715,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         labels = node.get("labels")
         out["hostmesh_labels"] = labels if isinstance(labels, (Mapping, list)) else {}
         out["_label_groups"] = normalize_labels(labels)
+        out["hostmesh_apps"] = normalize_apps(node.get("apps"))
+        out["_app_groups"] = sorted({app["name"] for app in out["hostmesh_apps"]})
         return make_unsafe(out)
 
     @staticmethod
@@ -730,7 +778,7 @@ def _shown(value) -> str:
     return repr(value)[:80]
 
 
-def _record_problem(node, label_prefix: str) -> str | None:
+def _record_problem(node, label_prefix: str, app_prefix: str = "") -> str | None:
     """Why this node record cannot become a host, or None."""
     if not isinstance(node, Mapping):
         return f"it is a {type(node).__name__}, not an object"
@@ -741,7 +789,8 @@ def _record_problem(node, label_prefix: str) -> str | None:
         return f"its name {_shown(name)} is not a host name"
     folded = name.lower()
     if folded in _RESERVED or folded.startswith("hostmesh_") \
-            or (label_prefix and folded.startswith(label_prefix.lower())):
+            or (label_prefix and folded.startswith(label_prefix.lower())) \
+            or (app_prefix and folded.startswith(app_prefix.lower())):
         return (f"its name {_shown(name)} is a group name or localhost, which would break "
                 "or take over the inventory")
     return None
