@@ -1,0 +1,190 @@
+"""One view of what runs where, on a real lab (issue 16). Optional: not collected by pytest.
+
+    flock /tmp/hostmesh-heavy.lock .venv/bin/python tests/integration/apps/lab_apps_view.py
+
+Starts its own lab (apps-view-node1..3 on hostmesh-apps-view, 10.231.26.0/24),
+converges site.yml over SSH, starts the lab registry on the gateway with the demo
+image, runs playbooks/apps.yml with the app `hello` (2 replicas), then checks, as a
+user would see it:
+- the node agent's user is in the docker group on every node with Docker Engine;
+- `playbooks/summary.yml` says which node runs `hello` (running) and that the third
+  node runs no app;
+- the dynamic inventory (SSH tunnel to the primary) puts exactly the two nodes in
+  `hostmesh_app_hello`, with `hostmesh_apps`;
+- a second apps.yml run changes nothing (the group task and the agent restart are
+  idempotent);
+- a replica stopped by hand is reported `exited` within a few heartbeats.
+Prints `name: value unit` lines and exits 0 when every check holds; removes the lab
+(HOSTMESH_KEEP_LAB=1 keeps it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "scripts"))
+import lab_registry
+from lab import Lab, ensure_image
+from lab_cloudflare import gateway_listen
+from sitelab import (
+    VENV_BIN,
+    ansible_env,
+    changed_tasks,
+    recap,
+    run_playbook,
+    ssh_dir,
+    stop_local_cloudflare,
+    write_inventory,
+)
+
+LAB = Lab(prefix="apps-view-", network="hostmesh-apps-view", subnet="10.231.26.0/24")
+REGISTRY = gateway_listen(LAB.subnet, lab_registry.PORT)
+LAB_SERVICES = yaml.safe_load(
+    (ROOT / "inventory/lab/group_vars/hostmesh_nodes/main.yml").read_text()
+)["hostmesh_services"]
+HELLO = {"hosts": ["hello.lab.test"], "port": 8082, "health_path": "/", "replicas": 2,
+         "container": {"image": f"{REGISTRY}/{lab_registry.REPOSITORY}:1", "port": 8080,
+                       "health_timeout": 20}}
+
+
+def check(condition, what):
+    if not condition:
+        raise SystemExit(f"lab_apps_view: {what}")
+
+
+def node_exec(node: str, *cmd: str) -> str:
+    return subprocess.run(["docker", "exec", LAB.container(node), *cmd], capture_output=True,
+                          text=True, check=False).stdout.strip()
+
+
+def apps(inventory: Path):
+    extra = inventory.parent / "apps-extra.yml"
+    extra.write_text(yaml.safe_dump({"hostmesh_services": {**LAB_SERVICES, "hello": HELLO}}))
+    return run_playbook(inventory, "playbooks/apps.yml", "-e", f"@{extra}")
+
+
+def summary_lines(inventory: Path) -> dict[str, str]:
+    proc, _ = run_playbook(inventory, "playbooks/summary.yml")
+    return dict(re.findall(r'"(node\d)((?: runs |: ).*?)"', proc.stdout))
+
+
+def inventory_config(inventory: Path) -> Path:
+    state = inventory / ".hostmesh"
+    config = inventory.parent / "view.hostmesh.yml"
+    config.write_text(
+        "plugin: hostmesh.cluster.nodes\n"
+        f"ssh_host: {LAB.address(LAB.nodes[0])}\n"
+        "ssh_user: admin\n"
+        f"ssh_args: -i {state}/ssh/id_ed25519 -o IdentitiesOnly=yes"
+        f" -o UserKnownHostsFile={state}/ssh/known_hosts\n"
+        "url: http://127.0.0.1:8080\n"
+        f"token: \"{{{{ lookup('ansible.builtin.file', '{state}/secrets/admin_token') }}}}\"\n")
+    config.chmod(0o600)
+    return config
+
+
+def inventory_list(config: Path) -> dict:
+    proc = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(config), "--list"],
+                          cwd=ROOT, env=ansible_env(), capture_output=True, text=True,
+                          check=False, timeout=120)
+    check(proc.returncode == 0, f"ansible-inventory failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def plain(value):
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(2)
+    raise SystemExit(f"lab_apps_view: timed out waiting for {what}")
+
+
+def scenario(inventory: Path) -> None:
+    started = time.monotonic()
+    apps(inventory)
+    placed = sorted(n for n in LAB.nodes if node_exec(n, "docker", "ps", "-q", "--filter",
+                                                       "label=hostmesh.app=hello"))
+    check(len(placed) == 2, f"2 replicas expected, running on {placed}")
+    for node in placed:  # nodes with Docker Engine: the agent may read it
+        groups = node_exec(node, "id", "-nG", "hostmesh").split()
+        check("docker" in groups, f"{node}: the agent's user is not in the docker group "
+                                  f"({groups})")
+
+    lines = wait(lambda: (s := summary_lines(inventory)) and all(
+        "hello (running)" in s.get(n, "") for n in placed) and s, 120,
+        "summary.yml to show hello running on both replicas")
+    print(f"apps_view_seconds_to_summary: {time.monotonic() - started:.1f} s")
+    for node in LAB.nodes:
+        print(f"summary {node}{lines.get(node, ': (missing)')}")
+    (other,) = [n for n in LAB.nodes if n not in placed]
+    check(lines.get(other) == ": no app", f"{other}: {lines.get(other)}")
+
+    data = plain(inventory_list(inventory_config(inventory)))
+    members = sorted(data.get("hostmesh_app_hello", {}).get("hosts", []))
+    check(members == placed, f"hostmesh_app_hello is {members}, expected {placed}")
+    for node in placed:
+        reported = data["_meta"]["hostvars"][node]["hostmesh_apps"]
+        check([a["name"] for a in reported] == ["hello"] and reported[0]["state"] == "running",
+              f"{node}: hostmesh_apps {reported}")
+    check(data["_meta"]["hostvars"][other]["hostmesh_apps"] == [], f"{other} reports apps")
+    print("apps_view_inventory_group_hosts: 2 hosts")
+
+    again, _ = apps(inventory)
+    changed = sum(r.get("changed", 0) for r in recap(again.stdout).values())
+    print(f"apps_view_rerun_changed_tasks: {changed} tasks")
+    check(changed == 0, f"rerun changed: {changed_tasks(again.stdout)}")
+
+    stopped = time.monotonic()
+    node_exec(placed[0], "docker", "stop", "hostmesh-hello")
+    wait(lambda: "hello (exited)" in summary_lines(inventory).get(placed[0], ""), 60,
+         f"{placed[0]}'s stopped replica reported as exited")
+    print(f"apps_view_seconds_to_report_a_stop: {time.monotonic() - stopped:.1f} s")
+
+
+def main() -> int:
+    ensure_image(quiet=True)
+    LAB.down()
+    with tempfile.TemporaryDirectory(prefix="hostmesh-apps-view-") as tmp:
+        dest = Path(tmp) / "inventory"
+        LAB.up(ssh_dir=ssh_dir(dest))
+        inventory = write_inventory(LAB, dest)
+        state = inventory / ".hostmesh"
+        try:
+            run_playbook(inventory, "site.yml")
+            lab_registry.start(state, REGISTRY)
+            lab_registry.push_demo(REGISTRY, "1")
+            scenario(inventory)
+        finally:
+            lab_registry.stop(state)
+            stop_local_cloudflare(inventory)
+            if not os.environ.get("HOSTMESH_KEEP_LAB"):
+                LAB.down()
+    print("lab_apps_view: every check held")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
