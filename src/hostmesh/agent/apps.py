@@ -37,6 +37,9 @@ DEFAULT_SOCKET = "/run/docker.sock"
 MAX_APPS = 100  # containers per node in one report
 MAX_KEYS = 16  # keys of one report item (known ones are kept)
 MAX_DOCKER_ANSWER = 4 * 1024 * 1024  # bytes of Docker's answer read at most
+# what a report may take of a heartbeat body (MAX_BODY_BYTES is 64 KiB by default):
+# containers beyond it are left out rather than the heartbeat refused as too large
+MAX_REPORT_BYTES = 32 * 1024
 STATES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 HEALTH = ("healthy", "unhealthy", "starting", "none")
 
@@ -145,6 +148,7 @@ def report(containers: list) -> list[dict]:
     left out, so one odd container never costs the node its heartbeat)."""
     out: list[dict] = []
     seen: set[str] = set()
+    size = 2
     for container in containers:
         if not isinstance(container, dict):
             continue
@@ -158,7 +162,8 @@ def report(containers: list) -> list[dict]:
             item = _item(len(out), item)
         except AppsInvalid:
             continue
-        if item["container"] not in seen and len(out) < MAX_APPS:
+        size += len(json.dumps(item)) + 2
+        if item["container"] not in seen and len(out) < MAX_APPS and size <= MAX_REPORT_BYTES:
             seen.add(item["container"])
             out.append(item)
     return sorted(out, key=lambda a: (a["name"], a["container"]))

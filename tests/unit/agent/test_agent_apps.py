@@ -26,6 +26,7 @@ from hostmesh.module_utils._agent_client import (
 
 from hostmesh.agent.apps import (
     MAX_APPS,
+    MAX_REPORT_BYTES,
     AppsInvalid,
     AppsReader,
     DockerUnavailable,
@@ -102,6 +103,19 @@ def test_docker_list_becomes_reports_without_odd_containers():
          "health": "healthy"},
     ]
     assert check_heartbeat_apps(report(containers)) == report(containers)
+
+
+def test_a_report_stays_within_a_heartbeat_body():
+    # 100 containers with 500-character image names would not fit in 64 KiB
+    containers = [{"Names": [f"/hostmesh-a{i}"], "Image": "r/" + "i" * 500, "State": "running",
+                   "Labels": {"hostmesh.app": f"a{i}"}} for i in range(300)]
+    apps = report(containers)
+    assert 0 < len(apps) < MAX_APPS
+    assert len(json.dumps(apps)) <= MAX_REPORT_BYTES
+    assert check_heartbeat_apps(apps) == apps
+    small = [{"Names": [f"/c{i}"], "Image": "x", "State": "exited",
+              "Labels": {"hostmesh.app": "a"}} for i in range(300)]
+    assert len(report(small)) == MAX_APPS
 
 
 # -- reading when Docker is not there or does not answer as Docker ------------------------
