@@ -1,0 +1,129 @@
+"""hostmesh.cluster.prometheus: what its templates render to, with Ansible's own
+templating (the same filters and trim_blocks as the template module).
+
+The lab drill (tests/integration/site/test_site_prometheus.py) runs the files
+through promtool and amtool on a real primary; these checks pin what the
+files say: one target per node on its mesh address, the token only by file,
+Prometheus' own {{ $labels }} left intact, a webhook only when one is given,
+listening on loopback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+
+ROOT = Path(__file__).resolve().parents[3]
+ROLE = ROOT / "roles" / "prometheus"
+TARGETS = [
+    {"name": "node1", "agent": "10.50.0.1", "traefik": "10.50.0.1"},
+    {"name": "node2", "agent": "10.50.0.2", "traefik": "10.50.0.2"},
+    {"name": "node3", "agent": "10.50.0.3", "traefik": "10.50.0.33"},
+]
+
+
+def render(name: str, **overrides) -> str:
+    # role defaults are templates themselves (as Ansible trusts them)
+    defaults = {
+        key: trust_as_template(value) if isinstance(value, str) else value
+        for key, value in yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()).items()
+    }
+    variables = {
+        **defaults,
+        "inventory_dir": "/inv",
+        "ansible_managed": "Ansible managed",
+        "_prometheus_targets": TARGETS,
+        "hostmesh_cluster_name": "lab",
+        **overrides,
+    }
+    templar = Templar(loader=DataLoader(), variables=variables)
+    source = trust_as_template((ROLE / "templates" / name).read_text())
+    return templar.template(source, overrides={"trim_blocks": True})
+
+
+def test_every_node_is_scraped_on_its_mesh_address_with_the_token_file():
+    config = yaml.safe_load(render("prometheus.yml.j2"))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"hostmesh_agent", "traefik"}
+    agent = jobs["hostmesh_agent"]
+    assert agent["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": "/etc/prometheus/hostmesh-metrics-token",
+    }
+    targets = {
+        job: {sc["labels"]["instance"]: sc["targets"] for sc in jobs[job]["static_configs"]}
+        for job in jobs
+    }
+    assert targets["hostmesh_agent"] == {
+        "node1": ["10.50.0.1:8080"],
+        "node2": ["10.50.0.2:8080"],
+        "node3": ["10.50.0.3:8080"],
+    }
+    # traefik_mesh_address wins for Traefik
+    assert targets["traefik"]["node3"] == ["10.50.0.33:8090"]
+    assert "authorization" not in jobs["traefik"]
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
+        "127.0.0.1:9093"
+    ]
+    assert config["rule_files"] == ["/etc/prometheus/hostmesh-rules.yml"]
+    assert config["global"]["external_labels"] == {"cluster": "lab"}
+
+
+def test_traefik_scraping_can_be_left_out_and_ports_follow_the_other_roles():
+    config = yaml.safe_load(
+        render("prometheus.yml.j2", prometheus_scrape_traefik=False, prometheus_agent_port=9999)
+    )
+    assert [job["job_name"] for job in config["scrape_configs"]] == ["hostmesh_agent"]
+    assert config["scrape_configs"][0]["static_configs"][0]["targets"] == ["10.50.0.1:9999"]
+
+
+def test_rules_keep_prometheus_templates_and_use_the_settings():
+    text = render(
+        "hostmesh-rules.yml.j2",
+        prometheus_node_offline_for="25s",
+        prometheus_certificate_expiry_days=7,
+        prometheus_dns_failures_window="15m",
+    )
+    rules = {r["alert"]: r for r in yaml.safe_load(text)["groups"][0]["rules"]}
+    assert set(rules) == {
+        "HostmeshNodeOffline",
+        "HostmeshScrapeFailing",
+        "HostmeshDnsUpdatesFailing",
+        "HostmeshCertificateExpiring",
+    }
+    offline = rules["HostmeshNodeOffline"]
+    assert offline["expr"] == 'hostmesh_node_status{status="online"} == 0'
+    assert offline["for"] == "25s"
+    assert (
+        offline["annotations"]["summary"]
+        == "{{ $labels.node }} is not online in the primary's view"
+    )
+    assert rules["HostmeshCertificateExpiring"]["expr"] == (
+        "traefik_tls_certs_not_after - time() < 7 * 86400"
+    )
+    assert "[15m]" in rules["HostmeshDnsUpdatesFailing"]["expr"]
+    assert rules["HostmeshScrapeFailing"]["expr"] == "up == 0"
+
+
+@pytest.mark.parametrize("url", ["", "https://hooks.example.org/x?token=abc"])
+def test_alertmanager_posts_to_the_webhook_only_when_given(url):
+    config = yaml.safe_load(render("alertmanager.yml.j2", prometheus_webhook_url=url))
+    assert config["route"]["receiver"] == "hostmesh"
+    assert config["route"]["group_wait"] == "10s"
+    (receiver,) = config["receivers"]
+    if url:
+        assert receiver["webhook_configs"] == [{"url": url, "send_resolved": True}]
+    else:
+        assert receiver == {"name": "hostmesh"}
+
+
+def test_both_services_listen_on_loopback_and_alertmanager_does_not_gossip():
+    prometheus = render("prometheus.default.j2")
+    alertmanager = render("prometheus-alertmanager.default.j2")
+    assert "--web.listen-address=127.0.0.1:9090 " in prometheus
+    assert "--storage.tsdb.retention.time=15d" in prometheus
+    assert '--web.listen-address=127.0.0.1:9093 --cluster.listen-address="' in alertmanager
