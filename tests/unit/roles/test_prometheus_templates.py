@@ -113,7 +113,7 @@ def test_rules_keep_prometheus_templates_and_use_the_settings():
 def test_alertmanager_posts_to_the_webhook_only_when_given(url):
     config = yaml.safe_load(render("alertmanager.yml.j2", prometheus_webhook_url=url))
     assert config["route"]["receiver"] == "hostmesh"
-    assert config["route"]["group_wait"] == "10s"
+    assert config["route"]["group_wait"] == "5s"
     (receiver,) = config["receivers"]
     if url:
         assert receiver["webhook_configs"] == [{"url": url, "send_resolved": True}]
