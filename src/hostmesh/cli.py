@@ -1,4 +1,5 @@
-"""The `hostmesh` command: `hostmesh agent`, `hostmesh ddns sync` and `hostmesh acme renew`.
+"""The `hostmesh` command: `hostmesh agent`, `hostmesh ddns sync`, `hostmesh acme renew`
+and `hostmesh apps-report`.
 
 Each subcommand lives in its own package and registers its arguments through
 an `add_arguments(parser)` / `run(args) -> int` pair, imported lazily so the
@@ -16,6 +17,7 @@ _COMMANDS = {
     ("agent",): ("hostmesh.agent.main", "run the node agent (primary or secondary)"),
     ("ddns", "sync"): ("hostmesh.dns.sync", "update this node's own DNS records"),
     ("acme", "renew"): ("hostmesh.tls.cli", "order or renew the cluster's certificates (primary)"),
+    ("apps-report",): ("hostmesh.agent.apps", "write this node's app containers for the agent (root)"),
 }
 
 

@@ -9,12 +9,20 @@ reads its own): the containers that carry the label `hostmesh.app`, which
     {"name": "whoami", "container": "hostmesh-whoami",
      "image": "10.231.1.1:5000/hostmesh/whoami:2", "state": "running", "health": "healthy"}
 
-Reading: one `GET /containers/json?all=1&filters={"label":["hostmesh.app"]}` on the
-Docker Engine API over its unix socket (http.client, standard library only). The list
-endpoint never returns a container's environment (the environment is only in
-`/containers/{id}/json`, which this module never asks), so an app's secrets cannot
-travel in a report. No socket, or a socket nobody answers on: Docker is not running
-there, and the node has no apps (an empty list, no error).
+Reading, as root: `hostmesh apps-report` (hostmesh-apps-report.service, installed by
+`hostmesh.cluster.apps` where Docker Engine runs) asks with one
+`GET /containers/json?all=1&filters={"label":["hostmesh.app"]}` on the Docker Engine API
+over its unix socket (http.client, standard library only) every few seconds and writes
+only the filtered report to a file (DEFAULT_REPORT_FILE, 0640 root:<agent group>,
+atomically). The list endpoint never returns a container's environment (that is only in
+`/containers/{id}/json`, which is never asked), so an app's secrets cannot travel in a
+report. No socket, or a socket nobody answers on: Docker is not running there, and the
+node has no apps (an empty list, no error).
+
+The agent reads that file (APPS_REPORT_FILE) and never Docker's socket: the docker group
+amounts to root, and the agent parses what other nodes send. No file: no Docker, []. A
+file older than STALE_INTERVALS of its interval, malformed, unreadable, or carrying the
+reporter's problem: nothing is sent (the primary keeps the last report), logged once.
 
 Checking (the primary, every report): every secondary may be hostile, so a report is a
 list of at most MAX_APPS objects whose known keys are strictly checked (bounded
@@ -25,15 +33,26 @@ field (400, nothing recorded). A report is stored on the sender's own record onl
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import re
 import socket
+import stat
+import tempfile
+import time
 from urllib.parse import urlencode
 
 LABEL = "hostmesh.app"
 DEFAULT_SOCKET = "/run/docker.sock"
+# written by root (hostmesh apps-report), read by the agent (APPS_REPORT_FILE)
+DEFAULT_REPORT_FILE = "/run/hostmesh-apps/apps.json"
+DEFAULT_INTERVAL = 5.0  # seconds between two reports (the heartbeats' cadence)
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 3600.0
+STALE_INTERVALS = 3  # a report older than this many intervals is not sent
+MIN_STALE_SECONDS = 1.0
+MAX_REPORT_FILE_BYTES = 64 * 1024
 MAX_APPS = 100  # containers per node in one report
 MAX_KEYS = 16  # keys of one report item (known ones are kept)
 MAX_DOCKER_ANSWER = 4 * 1024 * 1024  # bytes of Docker's answer read at most
@@ -187,9 +206,8 @@ def read_apps(socket_path: str = DEFAULT_SOCKET, timeout: float = 2.0) -> list[d
         return []  # a socket left behind by a stopped dockerd
     except PermissionError:
         raise DockerUnavailable(
-            f"permission denied on {socket_path}: this agent's user may not read Docker; "
-            "hostmesh.cluster.apps adds it to the docker group (apps_agent_reads_docker) "
-            "and restarts the agent, or set APPS_REPORT=false") from None
+            f"permission denied on {socket_path}: only root reads Docker's socket (run "
+            "hostmesh apps-report as root: hostmesh-apps-report.service)") from None
     except (OSError, http.client.HTTPException) as exc:
         raise DockerUnavailable(f"Docker at {socket_path} did not answer: "
                                 f"{type(exc).__name__}") from None
@@ -212,17 +230,132 @@ def read_apps(socket_path: str = DEFAULT_SOCKET, timeout: float = 2.0) -> list[d
     return report(containers)
 
 
+# -- the report file: written by root, read by the agent ------------------------------
+#
+# Only root (and the docker group, which amounts to root) may use Docker's socket, and
+# the agent parses what other nodes send, so it must not hold that power. A small
+# root-run service (`hostmesh apps-report`, hostmesh-apps-report.service from
+# hostmesh.cluster.apps) asks Docker as read_apps does and writes only the filtered
+# report to a file the agent's group may read; the agent reads that file.
+
+
+def write_report(path: str, interval: float, apps: list[dict] | None,
+                 problem: str | None = None) -> None:
+    """Write the report file atomically (a temporary file in the same directory, then
+    rename), mode 0640, group: the directory's (the agent's group)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    body: dict = {"interval": interval, "apps": apps}
+    if apps is None:
+        body["problem"] = problem or "not read"
+    data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".apps.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o640)
+        dir_gid = os.stat(directory).st_gid
+        if os.fstat(fd).st_gid != dir_gid:
+            try:  # a root shell's file: give it the directory's group, as the service's is
+                os.fchown(fd, -1, dir_gid)
+            except PermissionError:
+                pass
+        with os.fdopen(fd, "wb") as fh:
+            fd = -1
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class ReportUnusable(ValueError):
+    """The report file cannot be used (stale, malformed, unreadable); says what to do."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def read_report(path: str, now: float | None = None) -> list[dict]:
+    """The apps of the report file at `path`: [] when there is none (no Docker on this
+    node, so no reporter); raises ReportUnusable when it is stale, malformed, unreadable,
+    or says that Docker could not be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return []
+    except PermissionError:
+        raise ReportUnusable("permission", (
+            f"permission denied on {path}: the agent's user must be in the group that owns "
+            f"{os.path.dirname(path)} (hostmesh-apps-report.service writes it "
+            "root:<agent group> 0640; hostmesh.cluster.apps installs it), or set "
+            "APPS_REPORT=false")) from None
+    except OSError as exc:
+        raise ReportUnusable("unreadable", f"{path} cannot be opened: "
+                             f"{exc.strerror or type(exc).__name__}") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ReportUnusable("malformed", f"{path} is not a regular file")
+        raw = fh.read(MAX_REPORT_FILE_BYTES + 1)
+    malformed = (f"{path} is not an apps report (expected {{\"interval\": 5, \"apps\": "
+                 "[...]}} as hostmesh apps-report writes it): ")
+    if len(raw) > MAX_REPORT_FILE_BYTES:
+        raise ReportUnusable("malformed", malformed + f"larger than {MAX_REPORT_FILE_BYTES} "
+                             "bytes")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise ReportUnusable("malformed", malformed + "not JSON") from None
+    if not isinstance(body, dict):
+        raise ReportUnusable("malformed", malformed + "not an object")
+    interval = body.get("interval")
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
+            or not MIN_INTERVAL <= interval <= MAX_INTERVAL:
+        raise ReportUnusable("malformed", malformed + f"interval: expected {MIN_INTERVAL}"
+                             f"-{MAX_INTERVAL} seconds")
+    age = (time.time() if now is None else now) - st.st_mtime
+    if age > max(STALE_INTERVALS * interval, MIN_STALE_SECONDS):
+        raise ReportUnusable("stale", (
+            f"{path} was written {age:.0f} s ago (every {interval:g} s expected): is "
+            "hostmesh-apps-report.service running? (systemctl status "
+            "hostmesh-apps-report.service)"))
+    apps = body.get("apps")
+    if apps is None:
+        problem = body.get("problem")
+        problem = problem[:300] if isinstance(problem, str) else "no reason given"
+        raise ReportUnusable("reporter:" + problem, f"the reporter could not read Docker: "
+                             f"{problem}")
+    try:
+        checked = check_heartbeat_apps(apps)
+    except AppsInvalid as exc:
+        raise ReportUnusable("malformed", malformed + str(exc)) from None
+    return _capped(checked or [])
+
+
+def _capped(apps: list[dict]) -> list[dict]:
+    """At most MAX_REPORT_BYTES of a heartbeat (the rest is left out, as `report` does)."""
+    out, size = [], 2
+    for item in apps:
+        size += len(json.dumps(item)) + 2
+        if size > MAX_REPORT_BYTES:
+            break
+        out.append(item)
+    return out
+
+
 class AppsReader:
-    """What a node reports: its app containers, or None while Docker cannot be read.
+    """What the agent reports: the node's app containers from the report file, or None
+    (nothing sent; the primary keeps the node's last report) while that file is stale,
+    malformed or unreadable.
 
-    Logs once when reading starts failing and once when it works again (never on
-    every heartbeat)."""
+    `path` is the report file (APPS_REPORT_FILE). Logs once when reading starts failing
+    (once per kind of problem) and once when it works again, never on every heartbeat."""
 
-    def __init__(self, socket_path: str, enabled: bool = True, timeout: float = 2.0,
-                 log=None):
-        self.socket_path = socket_path
+    def __init__(self, path: str, enabled: bool = True, log=None):
+        self.path = path
         self.enabled = enabled
-        self.timeout = timeout
         self.log = log
         self.problem: str | None = None
 
@@ -230,16 +363,94 @@ class AppsReader:
         if not self.enabled:
             return None
         try:
-            apps = read_apps(self.socket_path, self.timeout)
-        except DockerUnavailable as exc:
-            if self.log is not None and str(exc) != self.problem:
+            apps = read_report(self.path)
+        except ReportUnusable as exc:
+            if self.log is not None and exc.kind != self.problem:
                 self.log.warning("apps not reported reason=%s", _quote(str(exc)))
-            self.problem = str(exc)
+            self.problem = exc.kind
             return None
         if self.problem is not None and self.log is not None:
             self.log.info("apps reported again containers=%d", len(apps))
         self.problem = None
         return apps
+
+
+# -- the reporter: `hostmesh apps-report` (root, hostmesh-apps-report.service) --------
+
+
+def report_once(socket_path: str, out: str, interval: float) -> str | None:
+    """Read Docker once and write the report file; returns the problem (None: apps
+    written). Raises OSError when the file cannot be written."""
+    try:
+        apps = read_apps(socket_path)
+    except DockerUnavailable as exc:
+        write_report(out, interval, None, str(exc))
+        return str(exc)
+    write_report(out, interval, apps)
+    return None
+
+
+def add_arguments(parser) -> None:
+    parser.description = (
+        "Write this node's app containers (Docker containers labelled hostmesh.app: name, "
+        "container, image, state, health; never their environment) to a file the node "
+        "agent reads, so that the agent needs no access to Docker. Runs as root "
+        "(hostmesh-apps-report.service).")
+    parser.add_argument("--socket", default=DEFAULT_SOCKET,
+                        help=f"the Docker Engine's unix socket (default {DEFAULT_SOCKET})")
+    parser.add_argument("--out", default=DEFAULT_REPORT_FILE,
+                        help=f"the report file (default {DEFAULT_REPORT_FILE}); its directory "
+                             "must exist, the file takes its group")
+    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL,
+                        help=f"seconds between two reports (default {DEFAULT_INTERVAL:g}, "
+                             f"{MIN_INTERVAL}-{MAX_INTERVAL})")
+    parser.add_argument("--once", action="store_true",
+                        help="write one report and exit (1: Docker could not be read)")
+
+
+def run(args) -> int:
+    import logging
+    import signal
+    import sys
+
+    log = logging.getLogger("hostmesh.apps_report")
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(levelname)s %(name)s %(message)s")
+    socket_path = args.socket.removeprefix("unix://")
+    out = os.path.abspath(args.out)
+    if not MIN_INTERVAL <= args.interval <= MAX_INTERVAL:
+        print(f"hostmesh apps-report: --interval {args.interval:g}: expected "
+              f"{MIN_INTERVAL}-{MAX_INTERVAL} seconds", file=sys.stderr)
+        return 2
+    if not os.path.isdir(os.path.dirname(out)):
+        print(f"hostmesh apps-report: {os.path.dirname(out)} does not exist: create it "
+              "(owned by root, group of the agent, mode 0750) or choose another --out",
+              file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if args.once:
+        try:
+            return 1 if report_once(socket_path, out, args.interval) else 0
+        except OSError as exc:
+            print(f"hostmesh apps-report: cannot write {out}: {exc}", file=sys.stderr)
+            return 2
+    log.info("apps report started out=%s socket=%s interval=%g", out, socket_path,
+             args.interval)
+    shown: str | None = None
+    next_at = time.monotonic()
+    while True:
+        try:
+            problem = report_once(socket_path, out, args.interval)
+        except OSError as exc:
+            problem = f"cannot write {out}: {exc.strerror or type(exc).__name__}"
+        if problem != shown:
+            if problem is None:
+                log.info("apps reported again")
+            else:
+                log.warning("apps not reported reason=%s", _quote(problem))
+            shown = problem
+        next_at = max(next_at + args.interval, time.monotonic())
+        time.sleep(max(0.0, next_at - time.monotonic()))
 
 
 def _quote(text: str) -> str:

@@ -101,9 +101,16 @@ class Config:
     max_connections: int = 4096
     generated: list[str] = field(default_factory=list)  # names of values generated+persisted
     dns: object | None = None  # dns_withdrawal.DnsSettings: health-aware DNS (issue 17)
-    # issue 16: report this node's app containers (label hostmesh.app) read from Docker
+    # issue 16: report this node's app containers (label hostmesh.app) from the file that
+    # the root-run `hostmesh apps-report` writes (the agent never reads Docker's socket)
     apps_report: bool = True
-    apps_docker_socket: str = "/run/docker.sock"
+    apps_report_file: str = "/run/hostmesh-apps/apps.json"
+
+    @property
+    def apps_docker_socket(self) -> str:
+        """Former name of apps_report_file, still passed to AppsReader by secondary.py and
+        health.py: the report file, not Docker's socket (the agent no longer reads it)."""
+        return self.apps_report_file
 
     @property
     def role(self) -> str:
@@ -310,12 +317,11 @@ def _url(value: str, name: str) -> str:
     return value.rstrip("/")
 
 
-def _socket_path(env: dict[str, str]) -> str:
-    raw = (env.get("APPS_DOCKER_SOCKET") or "/run/docker.sock").strip()
-    raw = raw.removeprefix("unix://")
-    if not raw.startswith("/") or len(raw) > 107 or "\0" in raw:
-        raise ConfigError(f"APPS_DOCKER_SOCKET={raw!r}: expected the absolute path of the "
-                          "Docker Engine's socket, e.g. /run/docker.sock")
+def _report_file(env: dict[str, str]) -> str:
+    raw = (env.get("APPS_REPORT_FILE") or "/run/hostmesh-apps/apps.json").strip()
+    if not raw.startswith("/") or len(raw) > 4096 or "\0" in raw or raw.endswith("/"):
+        raise ConfigError(f"APPS_REPORT_FILE={raw!r}: expected the absolute path of the "
+                          "apps report file, e.g. /run/hostmesh-apps/apps.json")
     return raw
 
 
@@ -513,7 +519,7 @@ def load(env: dict[str, str]) -> Config:
         idle_timeout=_number(env, "IDLE_TIMEOUT", 5.0, minimum=0.1),
         max_connections=int(_number(env, "MAX_CONNECTIONS", 4096, minimum=16, integer=True)),
         apps_report=_bool(env, "APPS_REPORT", True),
-        apps_docker_socket=_socket_path(env),
+        apps_report_file=_report_file(env),
     )
     from hostmesh.agent.dns_withdrawal import DnsConfigError, load_settings
 

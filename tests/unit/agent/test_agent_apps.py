@@ -1,18 +1,24 @@
 """Apps in heartbeats (issue 16): what a node may report, what the primary keeps and serves.
 
-Real `hostmesh agent` processes on 127.0.0.x (real HTTP, real SQLite). The nodes here
-run without Docker (APPS_DOCKER_SOCKET points at a path with no socket), or do not
-report (APPS_REPORT=false); the reading of a real Docker Engine is in
-test_agent_apps_docker.py.
+Real `hostmesh agent` processes on 127.0.0.x (real HTTP, real SQLite). The agents read
+their apps from the report file that the root-run `hostmesh apps-report` writes
+(APPS_REPORT_FILE): here a file of the test (missing: no Docker; fresh, stale, malformed),
+or they do not report (APPS_REPORT=false); the reporter against a real Docker Engine is
+in test_agent_apps_docker.py.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import socket
 import sqlite3
+import subprocess
 import sys
+import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,12 +33,17 @@ from hostmesh.module_utils._agent_client import (
 from hostmesh.agent.apps import (
     MAX_APPS,
     MAX_REPORT_BYTES,
+    MAX_REPORT_FILE_BYTES,
     AppsInvalid,
     AppsReader,
     DockerUnavailable,
+    ReportUnusable,
     check_heartbeat_apps,
     read_apps,
+    read_report,
     report,
+    report_once,
+    write_report,
 )
 from hostmesh.agent.registry import MIGRATIONS, Registry
 
@@ -129,8 +140,12 @@ def test_no_docker_means_no_apps_without_an_error(tmp_path):
     sock.bind(str(stale))
     sock.close()
     assert read_apps(str(stale)) == []
-    assert AppsReader(str(stale)).read() == []
-    assert AppsReader(str(stale), enabled=False).read() is None
+    # the reporter writes [] then, and the agent reports []
+    out = tmp_path / "apps.json"
+    assert report_once(str(stale), str(out), 5) is None
+    assert json.loads(out.read_text()) == {"apps": [], "interval": 5}
+    assert AppsReader(str(out)).read() == []
+    assert AppsReader(str(out), enabled=False).read() is None
 
 
 def _one_answer_server(path: Path, answer: bytes) -> threading.Thread:
@@ -163,13 +178,127 @@ def test_a_socket_that_is_not_docker_is_a_clear_error_and_no_report(tmp_path, an
     with pytest.raises(DockerUnavailable, match=message):
         read_apps(str(path))
     thread.join(5)
+    # the reporter writes the problem instead of apps; the agent sends nothing and says why
     _one_answer_server(path.with_suffix(".2"), answer)
-    import logging
-
-    reader = AppsReader(str(path.with_suffix(".2")), log=logging.getLogger("hostmesh.test"))
+    out = tmp_path / f"apps-{len(answer)}.json"
+    assert message.split()[0] in report_once(str(path.with_suffix(".2")), str(out), 5)
+    assert json.loads(out.read_text())["apps"] is None
+    reader = AppsReader(str(out), log=logging.getLogger("hostmesh.test"))
     with caplog.at_level(logging.WARNING, "hostmesh.test"):
         assert reader.read() is None  # no report: the primary keeps the last one
+        assert reader.read() is None
     assert "apps not reported" in caplog.text and message.split()[0] in caplog.text
+    assert caplog.text.count("apps not reported") == 1  # once, not every heartbeat
+
+
+# -- the report file: written atomically by root, read by the agent ---------------------
+
+
+def test_the_report_file_is_written_atomically_for_the_agent_s_group(tmp_path):
+    directory = tmp_path / "run"
+    directory.mkdir(mode=0o750)
+    os.chown(directory, -1, 65534)  # the agent's group (here: nogroup)
+    out = directory / "apps.json"
+    write_report(str(out), 5, [WEB])
+    st = out.stat()
+    assert (st.st_mode & 0o777, st.st_gid) == (0o640, 65534)
+    assert json.loads(out.read_text()) == {"apps": [WEB], "interval": 5}
+    inode = st.st_ino
+    write_report(str(out), 5, [DB, WEB])  # replaced by a rename: a reader never sees half
+    assert out.stat().st_ino != inode and read_report(str(out)) == [DB, WEB]
+    assert sorted(os.listdir(directory)) == ["apps.json"]  # no temporary file left
+    write_report(str(out), 5, None, "Docker at /run/docker.sock answered HTTP 500")
+    assert json.loads(out.read_text())["problem"].endswith("HTTP 500")
+    with pytest.raises(FileNotFoundError):
+        write_report(str(tmp_path / "missing" / "apps.json"), 5, [])
+
+
+def _write(path: Path, body, age: float = 0.0) -> Path:
+    """Write a report file as it is given, `age` seconds old (atomically: an agent may be
+    reading it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(body if isinstance(body, str) else json.dumps(body))
+    if age:
+        then = time.time() - age
+        os.utime(tmp, (then, then))
+    tmp.replace(path)
+    return path
+
+
+@pytest.mark.parametrize(("body", "kind", "words"), [
+    ("{not json", "malformed", "not JSON"),
+    ([WEB], "malformed", "not an object"),
+    ({"apps": [WEB]}, "malformed", "interval"),
+    ({"apps": [WEB], "interval": True}, "malformed", "interval"),
+    ({"apps": [WEB], "interval": 0}, "malformed", "interval"),
+    ({"apps": [{**WEB, "state": "pwned"}], "interval": 5}, "malformed", "apps[0].state"),
+    ({"apps": [WEB, WEB], "interval": 5}, "malformed", "listed twice"),
+    ({"apps": {"web": WEB}, "interval": 5}, "malformed", "apps:"),
+    ({"apps": [dict(WEB, container=f"c{i}") for i in range(MAX_APPS + 1)], "interval": 5},
+     "malformed", f"at most {MAX_APPS}"),
+    ("x" * (MAX_REPORT_FILE_BYTES + 1), "malformed", "larger than"),
+    ({"apps": None, "interval": 5, "problem": "Docker at /run/docker.sock answered HTTP 500"},
+     "reporter:", "HTTP 500"),
+])
+def test_a_bad_report_file_is_not_sent_and_says_why(tmp_path, body, kind, words):
+    path = _write(tmp_path / "apps.json", body)
+    with pytest.raises(ReportUnusable) as exc:
+        read_report(str(path))
+    assert exc.value.kind.startswith(kind) and words in str(exc.value)
+    assert AppsReader(str(path)).read() is None
+
+
+def test_missing_stale_and_fresh_report_files(tmp_path, caplog):
+    path = tmp_path / "apps.json"
+    log = logging.getLogger("hostmesh.test")
+    reader = AppsReader(str(path), log=log)
+    with caplog.at_level(logging.INFO, "hostmesh.test"):
+        assert reader.read() == []  # no file: no Docker here, no apps
+        _write(path, {"apps": [WEB], "interval": 5})
+        assert reader.read() == [WEB]
+        # three intervals old: the reporter stopped; nothing is sent, said once
+        _write(path, {"apps": [WEB], "interval": 5}, age=16)
+        assert reader.read() is None and reader.read() is None
+        with pytest.raises(ReportUnusable, match="hostmesh-apps-report.service"):
+            read_report(str(path))
+        _write(path, {"apps": [WEB], "interval": 5}, age=14)
+        assert reader.read() == [WEB]  # fresh again
+        _write(path, "{", age=0)
+        assert reader.read() is None and reader.read() is None
+        path.unlink()
+        assert reader.read() == []
+    assert caplog.text.count("apps not reported") == 2  # the stale one, the malformed one
+    assert "written 16 s ago (every 5 s expected)" in caplog.text
+    assert caplog.text.count("apps reported again") == 2
+
+
+def test_an_unreadable_report_file_or_not_a_file_is_not_sent(tmp_path):
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ReportUnusable, match="not a regular file"):
+        read_report(str(fifo))  # and does not hang waiting for a writer
+    code = ("import sys; from hostmesh.agent.apps import read_report, ReportUnusable\n"
+            "try: read_report(sys.argv[1])\n"
+            "except ReportUnusable as exc: print(exc.kind, exc); sys.exit(3)\n")
+    # pytest's directories are 0700: another user reaches a directory of its own in /tmp
+    with tempfile.TemporaryDirectory(prefix="hostmesh-apps-") as directory:
+        os.chmod(directory, 0o755)
+        path = _write(Path(directory) / "apps.json", {"apps": [WEB], "interval": 5})
+        path.chmod(0o640)
+        # a user outside the file's group (the agent's user must be in it)
+        out = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+             "-c", code, str(path)], capture_output=True, text=True, check=False,
+            env={"PYTHONPATH": str(Path(__file__).resolve().parents[3] / "src")})
+    assert out.returncode == 3, out.stderr
+    assert out.stdout.startswith("permission permission denied on") and "group" in out.stdout
+
+
+def test_a_report_file_read_stays_within_a_heartbeat_body(tmp_path):
+    apps = [dict(WEB, container=f"c{i}", image="r/" + "i" * 500) for i in range(MAX_APPS)]
+    path = _write(tmp_path / "apps.json", {"apps": apps, "interval": 5})
+    got = read_report(str(path))
+    assert 0 < len(got) < MAX_APPS and len(json.dumps(got)) <= MAX_REPORT_BYTES
 
 
 # -- the primary, with real agents ---------------------------------------------------
@@ -187,10 +316,11 @@ def _by_name(primary) -> dict[str, dict]:
 
 
 def test_agents_report_apps_and_the_primary_serves_them(cluster, tmp_path):
-    absent = str(tmp_path / "no-docker.sock")
-    primary = cluster.primary(APPS_DOCKER_SOCKET=absent, HEARTBEAT_INTERVAL="0.2")
-    # node2 runs no Docker: it reports [] (no apps), node3 does not report at all
-    cluster.secondary(primary, "node2", APPS_DOCKER_SOCKET=absent)
+    absent = str(tmp_path / "no-report" / "apps.json")
+    primary = cluster.primary(APPS_REPORT_FILE=absent, HEARTBEAT_INTERVAL="0.2")
+    # node2 runs no Docker (no report file): it reports [] (no apps), node3 does not
+    # report at all
+    cluster.secondary(primary, "node2", APPS_REPORT_FILE=absent)
     cluster.secondary(primary, "node3", APPS_REPORT="false")
     nodes = wait_for(lambda: (n := _by_name(primary)) and n.get("node2", {}).get("apps_at")
                      and n.get("node3", {}).get("last_seen") and n["primary"]["apps_at"]
@@ -246,7 +376,7 @@ def test_agents_report_apps_and_the_primary_serves_them(cluster, tmp_path):
 
 
 def test_a_hostile_node_s_bad_report_is_refused_and_changes_nothing(cluster, tmp_path):
-    primary = cluster.primary(APPS_DOCKER_SOCKET=str(tmp_path / "none.sock"))
+    primary = cluster.primary(APPS_REPORT_FILE=str(tmp_path / "none.json"))
     cluster.secondary(primary, "node2", APPS_REPORT="false")
     cluster.secondary(primary, "node3", APPS_REPORT="false")
     nodes = wait_for(lambda: (n := _by_name(primary)) and {"node2", "node3"} <= set(n) and n,
@@ -288,19 +418,50 @@ def test_a_hostile_node_s_bad_report_is_refused_and_changes_nothing(cluster, tmp
     assert _by_name(primary)["node2"]["apps"] == []
 
 
-def test_apps_report_can_be_turned_off_and_the_socket_must_be_a_path(tmp_path):
+def test_a_secondary_sends_its_report_file_and_nothing_while_it_is_stale(cluster, tmp_path):
+    report_file = tmp_path / "node2-run" / "apps.json"
+    report_file.parent.mkdir()
+    primary = cluster.primary(APPS_REPORT_FILE=str(tmp_path / "none.json"))
+    node2 = cluster.secondary(primary, "node2", APPS_REPORT_FILE=str(report_file),
+                              HEARTBEAT_INTERVAL="0.2", STARTUP_HEARTBEAT_DELAY="0.2")
+    write_report(str(report_file), 1, [WEB])
+    wait_for(lambda: _by_name(primary).get("node2", {}).get("apps") == [WEB], 20,
+             what="node2's report from its file")
+    # the reporter stops: the file gets stale; node2 keeps heartbeating without apps, and
+    # the primary keeps the last report (its time too)
+    _write(report_file, {"apps": [WEB, DB], "interval": 1}, age=10)
+    time.sleep(0.5)
+    before = _by_name(primary)["node2"]
+    wait_for(lambda: _by_name(primary)["node2"]["last_seen"] > before["last_seen"], 10,
+             what="a heartbeat after the report got stale")
+    after = _by_name(primary)["node2"]
+    assert after["apps"] == [WEB] and after["apps_at"] == before["apps_at"]
+    # malformed: the same; then a fresh report, and no file (no Docker): []
+    _write(report_file, '{"apps": "everything", "interval": 1}')
+    time.sleep(0.5)
+    assert _by_name(primary)["node2"]["apps"] == [WEB]
+    write_report(str(report_file), 1, [DB])
+    wait_for(lambda: _by_name(primary)["node2"]["apps"] == [DB], 10, what="the fresh report")
+    report_file.unlink()
+    wait_for(lambda: _by_name(primary)["node2"]["apps"] == [], 10, what="no file: no apps")
+    log = node2.log()
+    assert log.count("apps not reported") == 2, log  # once stale, once malformed
+    assert "hostmesh-apps-report.service" in log and "apps reported again" in log
+
+
+def test_apps_report_can_be_turned_off_and_the_file_must_be_a_path(tmp_path):
     from hostmesh.agent import config
 
     base = {"NODE_IS_PRIMARY": "true", "SERVER_ADDRESS": "127.0.0.1:8080",
             "DATA_DIR": str(tmp_path)}
     cfg = config.load(base)
-    assert cfg.apps_report is True and cfg.apps_docker_socket == "/run/docker.sock"
-    cfg = config.load({**base, "APPS_REPORT": "false",
-                       "APPS_DOCKER_SOCKET": "unix:///var/run/docker.sock"})
-    assert cfg.apps_report is False and cfg.apps_docker_socket == "/var/run/docker.sock"
-    for bad in ("docker.sock", "tcp://127.0.0.1:2375", "/" + "x" * 200):
-        with pytest.raises(config.ConfigError, match="APPS_DOCKER_SOCKET"):
-            config.load({**base, "APPS_DOCKER_SOCKET": bad})
+    assert cfg.apps_report is True and cfg.apps_report_file == "/run/hostmesh-apps/apps.json"
+    assert cfg.apps_docker_socket == cfg.apps_report_file  # the name AppsReader's callers use
+    cfg = config.load({**base, "APPS_REPORT": "false", "APPS_REPORT_FILE": "/run/x/a.json"})
+    assert cfg.apps_report is False and cfg.apps_report_file == "/run/x/a.json"
+    for bad in ("apps.json", "unix:///run/docker.sock", "/run/x/", "/a\0b"):
+        with pytest.raises(config.ConfigError, match="APPS_REPORT_FILE"):
+            config.load({**base, "APPS_REPORT_FILE": bad})
     with pytest.raises(config.ConfigError, match="APPS_REPORT"):
         config.load({**base, "APPS_REPORT": "maybe"})
 
