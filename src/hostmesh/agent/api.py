@@ -135,6 +135,14 @@ class AgentAPI:
         self.primary_id: str | None = None  # a secondary: the pinned primary's id
         self.verifier = security.ProofVerifier()
         self.registered = False
+        # issue 15: the issuer's certificate bundles, handed to authenticated nodes
+        self.tls_source = None
+        tls = getattr(cfg, "tls", None)  # hostmesh.tls.agent.TlsSettings
+        if cfg.is_primary and tls is not None and tls.enabled(True):
+            from hostmesh.tls.agent import Source
+
+            self.tls_source = Source(tls.export_dir, log)
+        self.tls_rate = security.RateLimiter(12, 60.0)
 
     # -- auth ------------------------------------------------------------
 
@@ -365,7 +373,12 @@ class AgentAPI:
                                     "(restart the agent to register again)")
         self.registry.heartbeat(node_id, fields)
         self.metrics.heartbeats.inc()
-        return {"status": "ok", "node_id": node_id, **self._primary_info()}
+        answer = {"status": "ok", "node_id": node_id, **self._primary_info()}
+        if self.tls_source is not None:
+            versions = self.tls_source.versions()
+            if versions:  # the node fetches a set only when its version changed
+                answer["tls"] = versions
+        return answer
 
     async def heartbeat_asgi(self, node_id: str, scope, receive) -> tuple[int, dict, dict]:
         """The heartbeat on raw ASGI: the hot path of a big cluster skips the router and
@@ -393,6 +406,44 @@ class AgentAPI:
             return 200, self.record_heartbeat(node_id, parse_json(raw, False)), {}
         except ApiError as exc:
             return exc.status, {"error": exc.message}, exc.headers or {}
+
+    # -- primary: certificates for the nodes' Traefik (issue 15) ---------------
+
+    def _tls_source(self):
+        if self.tls_source is None:
+            raise ApiError(404, "this primary hands out no certificates: the tls role's "
+                                "agent sync is off (tls_agent_sync), or the issuer has not "
+                                "left any for the agent yet (ACME_EXPORT_DIR)")
+        return self.tls_source
+
+    async def tls_certificates(self, request: Request) -> Response:
+        """Versions of every set (no key): a registered node's key only."""
+        self.node_auth(request)
+        source = self._tls_source()
+        sets = await asyncio.to_thread(source.summary)
+        return JSONResponse({"sets": sets}, headers={"Cache-Control": "no-store"})
+
+    async def tls_certificate(self, request: Request) -> Response:
+        """One set's chain and key, to a registered node (it serves HTTPS for these names).
+        Never to an admin token, never logged; at most 12 per node per minute."""
+        node_id = self.node_auth(request)
+        name = request.path_params["name"]
+        source = self._tls_source()
+        allowed, retry = self.tls_rate.allow(node_id)
+        if not allowed:
+            log.warning("tls fetch rate-limited node=%s", loggable(node_id, 64))
+            raise ApiError(429, "too many certificate fetches from this node; a node fetches "
+                                "a set only when the heartbeat answer offers a new version",
+                           {"Retry-After": str(max(1, int(retry + 0.999)))})
+        from hostmesh.tls.bundle import SET_RE
+
+        doc = await asyncio.to_thread(source.get, name) if SET_RE.fullmatch(name) else None
+        if doc is None:
+            raise ApiError(404, f"no certificate set {loggable(name, 64)!r}; the sets are in "
+                                "GET /api/tls/certificates")
+        log.info("tls pair handed out set=%s version=%s node=%s client=%s", doc["set"],
+                 doc["version"], loggable(node_id, 64), client_address(request))
+        return JSONResponse(doc, headers={"Cache-Control": "no-store"})
 
     # -- primary: admin ----------------------------------------------------
 
@@ -565,12 +616,15 @@ def build_app(api: AgentAPI, background=None) -> Starlette:
             Route("/api/nodes/{node_id}/heartbeat", api.heartbeat, methods=["POST"]),
             Route("/api/nodes/{node_id}/check", api.check_node, methods=["POST"]),
             Route("/api/invites", api.create_invite, methods=["POST"]),
+            Route("/api/tls/certificates", api.tls_certificates, methods=["GET"]),
+            Route("/api/tls/certificates/{name}", api.tls_certificate, methods=["GET"]),
         ]
     else:
         routes += [Route("/api/nodes{rest:path}", api.not_primary,
                          methods=["GET", "POST", "PUT", "DELETE"]),
                    Route("/api/invites", api.not_primary, methods=["POST"]),
-                   Route("/api/apps", api.not_primary, methods=["GET"])]
+                   Route("/api/apps", api.not_primary, methods=["GET"]),
+                   Route("/api/tls{rest:path}", api.not_primary, methods=["GET"])]
 
     async def on_api_error(request: Request, exc: ApiError) -> Response:
         return error(exc.status, exc.message, exc.headers)

@@ -171,6 +171,15 @@ INVITE = {"type": "object", "required": ["id", "token", "expires_at"],
                          "expires_at": {"type": "string", "format": "date-time"}}}
 
 
+_CERT_INFO = {
+    "version": {"type": "string", "pattern": "^[0-9a-f]{16}$",
+                "description": "first 16 hex digits of the chain's SHA-256"},
+    "serial": {"type": "string", "description": "the leaf's serial number, hex"},
+    "not_after": {"type": "integer", "description": "end of validity, Unix seconds"},
+    "names": {"type": "array", "items": {"type": "string"}},
+}
+
+
 def _json(schema_name: str) -> dict:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}
 
@@ -259,6 +268,22 @@ def document(role: str = "primary") -> dict:
                 "security": _ADMIN, "parameters": [_NODE_ID_PARAM],
                 "responses": {"200": _resp("check result", "CheckResult"),
                               **_errors(401, 404)}}},
+            "/api/tls/certificates": {"get": {
+                "summary": "the cluster's certificate sets: version, serial, end of validity "
+                           "(never a key); a registered node's key only",
+                "operationId": "listCertificates", "security": _NODE,
+                "responses": {"200": _resp("certificate sets", "CertificateSets"),
+                              **_errors(401)}}},
+            "/api/tls/certificates/{set}": {"get": {
+                "summary": "one set's current chain and private key, for a registered "
+                           "node's Traefik (a node's key only; never an admin's, never "
+                           "logged; Cache-Control: no-store)",
+                "operationId": "getCertificate", "security": _NODE,
+                "parameters": [{"name": "set", "in": "path", "required": True,
+                                "schema": {"type": "string",
+                                           "pattern": "^[a-z0-9][a-z0-9.-]{0,252}$"}}],
+                "responses": {"200": _resp("the pair", "CertificateBundle"),
+                              **_errors(401, 404, 429)}}},
             "/api/invites": {"post": {
                 "summary": "one-time registration invite", "operationId": "createInvite",
                 "security": _ADMIN,
@@ -310,9 +335,33 @@ def document(role: str = "primary") -> dict:
                                                      "of an item are dropped, a bad value "
                                                      "is refused with 400 and nothing is "
                                                      "recorded); absent or null: unchanged"}}},
+                "CertificateSets": {"type": "object", "required": ["sets"], "properties": {
+                    "sets": {"type": "object", "additionalProperties": {
+                        "type": "object",
+                        "required": ["version", "serial", "not_after", "names"],
+                        "properties": {**_CERT_INFO}}}}},
+                "CertificateBundle": {
+                    "type": "object",
+                    "required": ["set", "version", "serial", "not_after", "names",
+                                 "fullchain", "key"],
+                    "properties": {
+                        "set": {"type": "string"}, **_CERT_INFO,
+                        "fullchain": {"type": "string",
+                                      "description": "PEM: the leaf, then its issuers"},
+                        "key": {"type": "string", "description": "PEM private key of the "
+                                                                 "leaf (a secret)"}}},
                 "HeartbeatAnswer": {"type": "object", "required": ["status", "node_id"],
                                     "properties": {"status": {"type": "string"},
                                                    "node_id": {"type": "string"},
+                                                   "tls": {
+                                                       "type": "object",
+                                                       "additionalProperties": {
+                                                           "type": "string"},
+                                                       "description": "the current version "
+                                                       "of each certificate set (16 hex "
+                                                       "digits); fetch a set from "
+                                                       "/api/tls/certificates/{set} when "
+                                                       "it differs from yours"},
                                                    "primary_id": {"type": "string"},
                                                    "primary_key_sha256": {
                                                        "type": "array",

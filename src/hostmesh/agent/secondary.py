@@ -67,6 +67,14 @@ class Secondary:
         self.stats = SystemStats(disk_path=str(cfg.data_dir))
         # the app containers of this node, from the local Docker Engine (issue 16)
         self.apps = AppsReader(cfg.apps_docker_socket, cfg.apps_report, log=log)
+        # issue 15: fetch a certificate set when the heartbeat answer offers a new version
+        self.tls = None
+        tls = getattr(cfg, "tls", None)  # hostmesh.tls.agent.TlsSettings
+        if tls is not None and tls.enabled(False):
+            from hostmesh.tls.agent import Sync
+
+            self.tls = Sync(tls, self.client, log)
+        self._tls_task: asyncio.Task | None = None
         self._load_primary()
 
     # -- the primary's identity, pinned ----------------------------------------
@@ -195,7 +203,17 @@ class Secondary:
         if refused:
             log.error("heartbeat answer refused reason=%s", _quote(refused))
             return False
+        self.offer_tls(answer)
         return True
+
+    def offer_tls(self, answer: dict) -> None:
+        """Fetch and install new certificate versions beside the heartbeats (one at a time)."""
+        if self.tls is None or not self.tls.wanted(answer):
+            return
+        if self._tls_task is not None and not self._tls_task.done():
+            return  # the next heartbeat offers it again
+        self._tls_task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(self.tls.run, answer))
 
     async def run(self) -> None:
         started = time.monotonic()

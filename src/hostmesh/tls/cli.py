@@ -20,6 +20,11 @@ Settings come from an environment file (``/etc/hostmesh-acme/acme.env``, mode
                          versioned pair in the TLS dir, hostmesh-tls.yml in the file
                          provider's directory; no restart)
     ACME_DEPLOY_USER     owner of the installed pairs (Traefik's user, e.g. traefik)
+    ACME_EXPORT_DIR      when set: after every pass, leave each set's current pair as one
+                         JSON bundle (<dir>/<set>.json, 0600, hostmesh.tls.bundle) for the
+                         primary's agent, which hands it to the secondaries' agents
+                         (GET /api/tls/certificates/<set>, node key only; docs/tls.md)
+    ACME_EXPORT_USER     owner of the bundles (the agent's user, e.g. hostmesh)
 
 Exit codes: 0 every set has a valid certificate (issued now or earlier, none
 failed in this pass), 1 an order failed or is backing off (the current
@@ -53,6 +58,8 @@ _ENV = {
     "ACME_DEPLOY_TLS_DIR": "deploy_tls_dir",
     "ACME_DEPLOY_DYNAMIC_DIR": "deploy_dynamic_dir",
     "ACME_DEPLOY_USER": "deploy_user",
+    "ACME_EXPORT_DIR": "export_dir",
+    "ACME_EXPORT_USER": "export_user",
 }
 
 
@@ -108,6 +115,7 @@ def resolve(args: argparse.Namespace):
     if bool(val["deploy_tls_dir"]) != bool(val["deploy_dynamic_dir"]):
         raise ConfigError("set both ACME_DEPLOY_TLS_DIR and ACME_DEPLOY_DYNAMIC_DIR, or neither")
     args.deploy = (val["deploy_tls_dir"], val["deploy_dynamic_dir"], val["deploy_user"])
+    args.export = (val["export_dir"], val["export_user"])
     return IssuerConfig(
         directory_url=val["directory_url"], zone=val["zone"].lower().rstrip("."),
         cluster=val["cluster"], sets=sets, api_token=token, api_base_url=val["api_base_url"],
@@ -155,10 +163,38 @@ def run(args: argparse.Namespace) -> int:
                 owner = (entry.pw_uid, entry.pw_gid)
             from hostmesh.tls import deploy
 
-            if deploy.install(deploy.from_issuer(cfg.state_dir, ready), tls_dir, dynamic_dir,
-                              owner=owner):
+            # update: a bring-your-own set next to the issued ones stays
+            changed, _kept = deploy.update(deploy.from_issuer(cfg.state_dir, ready), tls_dir,
+                                           dynamic_dir, owner=owner)
+            if changed:
                 log.info("handed %s to Traefik (%s)", ", ".join(ready), dynamic_dir)
         except (KeyError, OSError) as exc:
             log.error("could not hand the certificates to Traefik: %s", exc)
             return 1
+    if args.export[0] and export(cfg, issuer, *args.export, log=log):
+        return 1
     return 1 if bad else 0
+
+
+def export(cfg, issuer, export_dir: str, user: str | None, *, log) -> bool:
+    """Leave each set's current pair for the primary's agent; True when that failed."""
+    from hostmesh.tls import bundle, deploy
+
+    try:
+        owner = None
+        if user:
+            import pwd
+
+            entry = pwd.getpwnam(user)
+            owner = (entry.pw_uid, entry.pw_gid)
+        ready = [cs.name for cs in cfg.sets if issuer.current(cs.name) is not None]
+        for name, (chain, key) in deploy.from_issuer(cfg.state_dir, ready).items():
+            doc = bundle.make(name, chain, key)
+            if bundle.write_file(Path(export_dir) / f"{name}.json", doc, owner):
+                log.info("left %s (version %s) for the agent in %s", name, doc["version"],
+                         export_dir)
+    except (KeyError, OSError, bundle.BundleError) as exc:
+        log.error("could not leave the certificates for the agent in %s: %s; the "
+                  "secondaries keep their current certificate", export_dir, exc)
+        return True
+    return False

@@ -117,6 +117,60 @@ def _serial(chain: bytes) -> str:
     return hashlib.sha256(chain).hexdigest()[:16]
 
 
+def installed(tls_dir: str | Path, dynamic_dir: str | Path) -> dict[str, Pair]:
+    """The pairs this node's Traefik is pointed at now (from hostmesh-tls.yml), by set.
+
+    Whoever wrote the file (this module or the tls role) wrote JSON after one comment
+    line; pairs whose files are missing, or outside ``tls_dir``, are left out."""
+    path = Path(dynamic_dir) / DYNAMIC_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+        config = json.loads("\n".join(ln for ln in text.splitlines() if not ln.startswith("#")))
+        certs = config["tls"]["certificates"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    tls = Path(tls_dir)
+    out: dict[str, Pair] = {}
+    for item in certs if isinstance(certs, list) else []:
+        try:
+            cert, key = Path(item["certFile"]), Path(item["keyFile"])
+        except (KeyError, TypeError):
+            continue
+        m = _PAIR.match(cert.name)
+        if m and cert.parent == tls and key == cert.with_suffix(".key") and cert.is_file() \
+                and key.is_file():
+            out[m["set"]] = Pair(m["set"], m["serial"], cert, key)
+    return out
+
+
+def update(sources: dict[str, tuple[bytes, bytes]], tls_dir: str | Path,
+           dynamic_dir: str | Path, *, owner: tuple[int, int] | None = None,
+           newer_only: bool = False) -> tuple[bool, list[str]]:
+    """Install ``sources`` and keep every other set this node already serves (a
+    bring-your-own certificate next to the issued ones). With ``newer_only``, a set
+    whose installed certificate ends later than the offered one keeps it (a late
+    Ansible run or a stale copy never puts an older certificate back).
+
+    Returns (changed, the sets that kept a newer certificate)."""
+    current = installed(tls_dir, dynamic_dir)
+    merged = {name: (pair.cert.read_bytes(), pair.key.read_bytes())
+              for name, pair in current.items()}
+    kept: list[str] = []
+    for name, (chain, key) in sources.items():
+        pair = current.get(name)
+        if newer_only and pair is not None and pair.serial != _serial(chain):
+            from hostmesh.tls.bundle import BundleError, inspect
+
+            try:
+                if inspect(merged[name][0])["not_after"] > inspect(chain)["not_after"]:
+                    kept.append(name)
+                    continue
+            except BundleError:
+                pass  # an unreadable installed pair is replaced
+        merged[name] = (chain, key)
+    return install(merged, tls_dir, dynamic_dir, owner=owner), kept
+
+
 def from_issuer(state_dir: str | Path, names: list[str]) -> dict[str, tuple[bytes, bytes]]:
     """The issuer's current pair of each set (``certs/<set>/current``)."""
     out = {}
