@@ -101,6 +101,7 @@ class Config:
     max_connections: int = 4096
     generated: list[str] = field(default_factory=list)  # names of values generated+persisted
     dns: object | None = None  # dns_withdrawal.DnsSettings: health-aware DNS (issue 17)
+    tls: object | None = None  # hostmesh.tls.agent.TlsSettings: certificates to nodes (issue 15)
     # issue 16: report this node's app containers (label hostmesh.app) from the file that
     # the root-run `hostmesh apps-report` writes (the agent never reads Docker's socket)
     apps_report: bool = True
@@ -526,6 +527,13 @@ def load(env: dict[str, str]) -> Config:
     try:
         cfg.dns = load_settings(env, is_primary)
     except DnsConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    from hostmesh.tls.agent import TlsConfigError
+    from hostmesh.tls.agent import load_settings as load_tls_settings
+
+    try:
+        cfg.tls = load_tls_settings(env, data_dir, is_primary)
+    except TlsConfigError as exc:
         raise ConfigError(str(exc)) from None
     return cfg
 
