@@ -3,17 +3,18 @@
 Builds a tiny image locally (the lab's static whoami plus a static /check program,
 imported from a tar: nothing is pulled), starts a few labelled containers (healthy,
 unhealthy, without health check, exited, unlabelled, one with a secret in its
-environment), and checks what `read_apps` and real agents (a primary and a secondary on
-127.0.0.x, real HTTP, real SQLite) report. Also: a user outside the docker group gets a
-clear error and reports nothing; the same user in the docker group (what
-hostmesh.cluster.apps arranges for the agent's user) reads the apps.
+environment), and checks what `read_apps` reads, what the reporter (`hostmesh
+apps-report`, a real process run as hostmesh-apps-report.service runs it: uid 0 without
+any capability, the agent's group) writes, and what real agents (a primary and a
+secondary on 127.0.0.x, real HTTP, real SQLite) report from its file. The agent's user
+needs no access to Docker at all: a user that may not use Docker's socket reads the
+report through its group; outside that group it gets a clear error.
 
 Needs the Docker Engine (`scripts/setup-host.sh` starts it; `make test` runs it first).
 """
 
 from __future__ import annotations
 
-import grp
 import io
 import json
 import os
@@ -22,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -137,31 +139,114 @@ def test_read_apps_from_the_real_engine(containers):
     assert SECRET not in json.dumps(read_apps(SOCKET))  # never the environment
 
 
-def test_outside_the_docker_group_nothing_is_read_inside_it_the_apps_are(containers):
-    code = ("import json, sys; from hostmesh.agent.apps import read_apps, DockerUnavailable\n"
-            "try: print(json.dumps(read_apps()))\n"
-            "except DockerUnavailable as exc: print('ERROR', exc); sys.exit(3)\n")
-    env = {"PATH": os.environ.get("PATH", ""),
-           "PYTHONPATH": str(ROOT / "src")}
-    base = ["setpriv", "--reuid=65534", "--regid=65534"]
-    outside = subprocess.run([*base, "--clear-groups", sys.executable, "-c", code],
-                             capture_output=True, text=True, env=env, check=False)
-    assert outside.returncode == 3, outside.stderr
-    assert "permission denied on /run/docker.sock" in outside.stdout
-    assert "docker group" in outside.stdout
-    gid = os.stat(SOCKET).st_gid
-    assert grp.getgrgid(gid).gr_name == "docker"
-    inside = subprocess.run([*base, f"--groups={gid}", sys.executable, "-c", code],
-                            capture_output=True, text=True, env=env, check=False)
-    assert inside.returncode == 0, inside.stdout + inside.stderr
-    assert _ours(json.loads(inside.stdout)) == _expected(f"hostmesh-unittest-apps:{PREFIX}")
+NOBODY = 65534  # the agent's user and group in these tests (nobody / nogroup)
+CAPLESS_ROOT = ["setpriv", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
+                "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"]
 
 
-def test_agents_report_the_engine_s_apps_and_follow_changes(containers, tmp_path):
+def _env() -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT / "src"),
+            "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def report_dir():
+    """A directory like /run/hostmesh-apps: root:<agent group> 0750, in /tmp so that
+    another user can reach it (pytest's own directories are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="hostmesh-apps-"))
+    try:
+        path.chmod(0o755)
+        (path / "run").mkdir(mode=0o750)
+        os.chown(path / "run", 0, NOBODY)
+        yield path / "run"
+    finally:
+        shutil.rmtree(path)
+
+
+def _reporter(out: Path, interval: str, log: Path) -> subprocess.Popen:
+    """`hostmesh apps-report` as its unit runs it: uid 0 without any capability, the
+    agent's group, no new privileges."""
+    with open(log, "ab") as fh:
+        return subprocess.Popen(
+            [*CAPLESS_ROOT, sys.executable, "-m", "hostmesh.cli", "apps-report",
+             "--socket", SOCKET, "--out", str(out), "--interval", interval],
+            env=_env(), stdout=fh, stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _as_user(gid: int, code: str, *args: str) -> subprocess.CompletedProcess:
+    """Python code run as the agent's user (nobody) with only the group `gid`."""
+    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={gid}", "--clear-groups",
+                           sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env=_env(), check=False)
+
+
+AGENT_READS = ("import json, sys\n"
+               "from hostmesh.agent.apps import AppsReader, read_apps, DockerUnavailable\n"
+               "try: read_apps(); print('DOCKER READABLE'); sys.exit(4)\n"
+               "except DockerUnavailable as exc: print('docker:', exc, file=sys.stderr)\n"
+               "import logging; logging.basicConfig()\n"
+               "apps = AppsReader(sys.argv[1], log=logging.getLogger('agent')).read()\n"
+               "print(json.dumps(apps)); sys.exit(0 if apps is not None else 3)\n")
+
+
+def test_the_reporter_writes_the_apps_for_an_agent_without_docker_access(containers,
+                                                                          report_dir,
+                                                                          tmp_path):
+    out = report_dir / "apps.json"
+    log = tmp_path / "reporter.log"
+    proc = _reporter(out, "0.3", log)
+    try:
+        wait_for(lambda: out.exists(), 15, what="the reporter's first report")
+        st = out.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, NOBODY, 0o640)
+        raw = out.read_text()
+        assert SECRET not in raw and "API_TOKEN" not in raw and "Env" not in raw
+        body = json.loads(raw)
+        assert set(body) == {"apps", "interval"} and body["interval"] == 0.3
+        assert _ours(body["apps"]) == _expected(f"hostmesh-unittest-apps:{PREFIX}")
+        assert all(set(a) == {"name", "container", "image", "state", "health"}
+                   for a in body["apps"])
+        # it keeps writing (the agent sends nothing once the file is 3 intervals old)
+        first = st.st_mtime_ns
+        wait_for(lambda: out.stat().st_mtime_ns > first, 5, what="the next report")
+
+        # the agent's user: no access to Docker's socket at all, only the report's group
+        agent = _as_user(NOBODY, AGENT_READS, str(out))
+        assert agent.returncode == 0, agent.stdout + agent.stderr
+        assert "docker: permission denied on /run/docker.sock: only root" in agent.stderr
+        assert _ours(json.loads(agent.stdout)) == _expected(f"hostmesh-unittest-apps:{PREFIX}")
+        # a user outside the agent's group reads nothing, and is told why
+        other = _as_user(12345, AGENT_READS, str(out))
+        assert other.returncode == 3 and other.stdout.strip() == "null", other.stderr
+        assert f"permission denied on {out}" in other.stderr
+        assert proc.poll() is None, log.read_text()
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0, log.read_text()  # SIGTERM: a clean stop
+    assert "apps report started" in log.read_text()
+    assert sorted(os.listdir(report_dir)) == ["apps.json"]  # no temporary file left
+    # the reporter stopped: its last report gets stale, and is not sent
+    wait_for(lambda: _as_user(NOBODY, AGENT_READS, str(out)).returncode == 3, 10,
+             what="the stopped reporter's report stale")
+    assert "hostmesh-apps-report.service" in _as_user(NOBODY, AGENT_READS, str(out)).stderr
+
+
+def test_agents_report_the_engine_s_apps_and_follow_changes(containers, tmp_path, report_dir):
+    out = report_dir / "apps.json"
+    reporter = _reporter(out, "0.3", tmp_path / "reporter.log")
     cluster = Cluster(tmp_path)
     try:
-        primary = cluster.primary(APPS_DOCKER_SOCKET=SOCKET, HEARTBEAT_INTERVAL="0.3")
-        cluster.secondary(primary, "node2", APPS_DOCKER_SOCKET=SOCKET, HEARTBEAT_INTERVAL="0.3",
+        primary = cluster.primary(APPS_REPORT_FILE=str(out), HEARTBEAT_INTERVAL="0.3")
+        cluster.secondary(primary, "node2", APPS_REPORT_FILE=str(out), HEARTBEAT_INTERVAL="0.3",
                           STARTUP_HEARTBEAT_DELAY="0.2")
         admin = AgentClient(primary.url, Credentials(admin_token=ADMIN_TOKEN))
         image = f"hostmesh-unittest-apps:{PREFIX}"
@@ -199,3 +284,4 @@ def test_agents_report_the_engine_s_apps_and_follow_changes(containers, tmp_path
         del containers["plain"]
     finally:
         cluster.close()
+        _stop(reporter)
