@@ -4,16 +4,21 @@
 
 Starts its own lab (apps-view-node1..3 on hostmesh-apps-view, 10.231.26.0/24),
 converges site.yml over SSH, starts the lab registry on the gateway with the demo
-image, runs playbooks/apps.yml with the app `hello` (2 replicas), then checks, as a
-user would see it:
-- the node agent's user is in the docker group on every node with Docker Engine;
+image, puts the node agent's user in the docker group by hand on every node (what
+earlier versions of hostmesh.cluster.apps did, and the agents restarted with it), runs
+playbooks/apps.yml with the app `hello` (2 replicas), then checks, as a user would see
+it:
+- the agent's user is no longer in the docker group, nor its running process;
+- hostmesh-apps-report.service runs on the nodes with Docker Engine and writes
+  /run/hostmesh-apps/apps.json, 0640 root:hostmesh, in a 0750 directory;
 - `playbooks/summary.yml` says which node runs `hello` (running) and that the third
   node runs no app;
 - the dynamic inventory (SSH tunnel to the primary) puts exactly the two nodes in
   `hostmesh_app_hello`, with `hostmesh_apps`;
-- a second apps.yml run changes nothing (the group task and the agent restart are
-  idempotent);
-- a replica stopped by hand is reported `exited` within a few heartbeats.
+- a second apps.yml run changes nothing, and nor does `--check --diff`;
+- a replica stopped by hand is reported `exited` within a few heartbeats;
+- a stopped reporter: the agent logs that its report is stale (once), the primary keeps
+  the last report; started again, the node reports again.
 Prints `name: value unit` lines and exits 0 when every check holds; removes the lab
 (HOSTMESH_KEEP_LAB=1 keeps it).
 """
@@ -73,6 +78,11 @@ def apps(inventory: Path):
     return run_playbook(inventory, "playbooks/apps.yml", "-e", f"@{extra}")
 
 
+def apps_check(inventory: Path):
+    extra = inventory.parent / "apps-extra.yml"
+    return run_playbook(inventory, "playbooks/apps.yml", "-e", f"@{extra}", "--check", "--diff")
+
+
 def summary_lines(inventory: Path) -> dict[str, str]:
     proc, _ = run_playbook(inventory, "playbooks/summary.yml")
     return dict(re.findall(r'"(node\d)((?: runs |: ).*?)"', proc.stdout))
@@ -122,16 +132,51 @@ def wait(predicate, timeout: float, what: str):
     raise SystemExit(f"lab_apps_view: timed out waiting for {what}")
 
 
+def agent_groups(node: str) -> set[str]:
+    """The supplementary group ids of the running node agent."""
+    pid = node_exec(node, "systemctl", "show", "-P", "MainPID", "hostmesh-agent.service")
+    status = node_exec(node, "cat", f"/proc/{pid}/status")
+    line = next((ln for ln in status.splitlines() if ln.startswith("Groups:")), "Groups:")
+    return set(line.split()[1:])
+
+
+def the_old_docker_group(node: str) -> None:
+    """What hostmesh.cluster.apps did before the reporter: the agent in the docker group."""
+    node_exec(node, "usermod", "-aG", "docker", "hostmesh")
+    node_exec(node, "systemctl", "restart", "hostmesh-agent.service")
+
+
 def scenario(inventory: Path) -> None:
+    docker_gid = node_exec(LAB.nodes[0], "getent", "group", "docker").split(":")[2]
+    for node in LAB.nodes:
+        the_old_docker_group(node)
+        check(docker_gid in agent_groups(node), f"{node}: setting up the old docker group")
     started = time.monotonic()
     apps(inventory)
     placed = sorted(n for n in LAB.nodes if node_exec(n, "docker", "ps", "-q", "--filter",
                                                        "label=hostmesh.app=hello"))
     check(len(placed) == 2, f"2 replicas expected, running on {placed}")
-    for node in placed:  # nodes with Docker Engine: the agent may read it
+    for node in LAB.nodes:  # every node: the membership is gone, from the process too
         groups = node_exec(node, "id", "-nG", "hostmesh").split()
-        check("docker" in groups, f"{node}: the agent's user is not in the docker group "
-                                  f"({groups})")
+        check("docker" not in groups, f"{node}: the agent's user is still in the docker "
+                                      f"group ({groups})")
+        check(docker_gid not in agent_groups(node),
+              f"{node}: the running agent still has the docker group")
+    print(f"apps_view_agent_in_docker_group: 0 of {len(LAB.nodes)} nodes")
+    for node in placed:  # nodes with Docker Engine: the reporter
+        active = node_exec(node, "systemctl", "is-active", "hostmesh-apps-report.service")
+        check(active == "active", f"{node}: hostmesh-apps-report.service is {active}")
+        modes = node_exec(node, "stat", "-c", "%a %U:%G", "/run/hostmesh-apps",
+                          "/run/hostmesh-apps/apps.json").splitlines()
+        check(modes == ["750 root:hostmesh", "640 root:hostmesh"],
+              f"{node}: report directory and file are {modes}")
+        report = json.loads(node_exec(node, "cat", "/run/hostmesh-apps/apps.json"))
+        check([a["name"] for a in report["apps"]] == ["hello"], f"{node}: report {report}")
+        exposure = node_exec(node, "systemd-analyze", "security",
+                             "hostmesh-apps-report.service").splitlines()
+        level = next((m.group(1) for ln in exposure
+                      if (m := re.search(r"Overall exposure level.*: ([0-9.]+)", ln))), "?")
+        print(f"apps_view_reporter_exposure_{node}: {level} (systemd-analyze security)")
 
     lines = wait(lambda: (s := summary_lines(inventory)) and all(
         "hello (running)" in s.get(n, "") for n in placed) and s, 120,
@@ -156,12 +201,33 @@ def scenario(inventory: Path) -> None:
     changed = sum(r.get("changed", 0) for r in recap(again.stdout).values())
     print(f"apps_view_rerun_changed_tasks: {changed} tasks")
     check(changed == 0, f"rerun changed: {changed_tasks(again.stdout)}")
+    checked, _ = apps_check(inventory)
+    changed = sum(r.get("changed", 0) for r in recap(checked.stdout).values())
+    print(f"apps_view_check_mode_changed_tasks: {changed} tasks")
+    check(changed == 0, f"--check --diff changed: {changed_tasks(checked.stdout)}")
 
     stopped = time.monotonic()
     node_exec(placed[0], "docker", "stop", "hostmesh-hello")
     wait(lambda: "hello (exited)" in summary_lines(inventory).get(placed[0], ""), 60,
          f"{placed[0]}'s stopped replica reported as exited")
     print(f"apps_view_seconds_to_report_a_stop: {time.monotonic() - stopped:.1f} s")
+
+    # the reporter stops: the agent stops sending (it says so once), the view keeps the
+    # last report; started again, the node reports again
+    node = placed[0]
+    node_exec(node, "systemctl", "stop", "hostmesh-apps-report.service")
+    wait(lambda: "apps not reported" in node_exec(
+        node, "journalctl", "-u", "hostmesh-agent.service", "--since", "-2min", "--no-pager"),
+        60, f"{node}'s agent to notice its stale report")
+    check("hello (exited)" in summary_lines(inventory).get(node, ""),
+          f"{node}: the last report is not kept")
+    node_exec(node, "docker", "start", "hostmesh-hello")
+    node_exec(node, "systemctl", "start", "hostmesh-apps-report.service")
+    restarted = time.monotonic()
+    wait(lambda: "hello (running)" in summary_lines(inventory).get(node, ""), 60,
+         f"{node} reporting again")
+    print(f"apps_view_seconds_to_report_after_reporter_restart: "
+          f"{time.monotonic() - restarted:.1f} s")
 
 
 def main() -> int:

@@ -30,7 +30,7 @@ def cluster(tmp_path):
     c = Cluster(tmp_path / "cluster", net=9)
     try:
         c.start_primary(NODE_WIREGUARD_IP="10.50.0.1",
-                        APPS_DOCKER_SOCKET=str(tmp_path / "no-docker.sock"))
+                        APPS_REPORT_FILE=str(tmp_path / "no-report.json"))
         for index, name in ((2, "node2"), (3, "node3"), (4, "node4")):
             c.start_secondary(name, index, NODE_WIREGUARD_IP=f"10.50.0.{index}",
                               APPS_REPORT="false")
