@@ -89,7 +89,7 @@ def test_one_parser_for_the_role_and_the_node_side_updater():
 
 def test_the_role_has_no_jinja_copy_of_these_rules():
     publish = (ROOT / "roles" / "ddns" / "tasks" / "publish.yml").read_text()
-    preflight = (ROOT / "roles" / "ddns" / "tasks" / "preflight.yml").read_text()
+    settings = (ROOT / "roles" / "ddns" / "tasks" / "settings.yml").read_text()
     assert "hostmesh.cluster.detected_ip" in publish and "regex_search" not in publish
-    assert "hostmesh.cluster.ddns_spec_errors" in preflight
-    assert "ddns_zone is match" not in preflight and "86400" not in preflight
+    assert "hostmesh.cluster.ddns_spec_errors" in settings
+    assert "ddns_zone is match" not in settings and "86400" not in settings

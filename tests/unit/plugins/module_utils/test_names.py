@@ -59,6 +59,6 @@ def test_the_agent_uses_this_file_not_a_copy():
 
 
 def test_the_role_asks_the_filter_instead_of_repeating_patterns():
-    preflight = (ROOT / "roles" / "node_agent" / "tasks" / "preflight.yml").read_text()
-    assert "hostmesh.cluster.node_identity_errors" in preflight
-    assert "[A-Za-z0-9._-]" not in preflight
+    settings = (ROOT / "roles" / "node_agent" / "tasks" / "settings.yml").read_text()
+    assert "hostmesh.cluster.node_identity_errors" in settings
+    assert "[A-Za-z0-9._-]" not in settings
