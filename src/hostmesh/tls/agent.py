@@ -52,13 +52,18 @@ class TlsSettings:
     install_owner: str | None = None
 
     def enabled(self, is_primary: bool) -> bool:
+        """Whether this agent takes part at all (looked at once, at start)."""
+        return self.sync != "false"
+
+    def ready(self, is_primary: bool) -> bool:
+        """Whether to offer (primary) or fetch (secondary) now: with TLS_SYNC=auto, once
+        the tls role created the directory (no agent restart needed)."""
         if self.sync == "false":
             return False
-        if self.sync == "true":
+        if self.sync == "true" or (not is_primary and self.install_tls_dir):
             return True
-        if is_primary:
-            return bool(self.export_dir and self.export_dir.is_dir())
-        return bool(self.install_tls_dir or (self.inbox_dir and self.inbox_dir.is_dir()))
+        directory = self.export_dir if is_primary else self.inbox_dir
+        return bool(directory and directory.is_dir())
 
 
 def load_settings(env: dict[str, str], data_dir: Path, is_primary: bool) -> TlsSettings:
@@ -193,7 +198,8 @@ class Sync:
         self.client = client  # AgentClient with this node's id and key
         self.log = log
         self.direct = settings.install_tls_dir is not None
-        self.have: dict[str, str] = self._delivered()
+        self.have: dict[str, str] = {}
+        self._looked = False  # what was delivered before, read when the inbox is there
         self.failures: dict[str, int] = {}
 
     def _delivered(self) -> dict[str, str]:
@@ -210,6 +216,10 @@ class Sync:
         return have
 
     def wanted(self, answer: dict) -> dict[str, str]:
+        if not self.settings.ready(False):
+            return {}  # no inbox (yet): the root-run installer is not set up on this node
+        if not self._looked:
+            self.have, self._looked = self._delivered(), True
         return {n: v for n, v in offered(answer).items() if self.have.get(n) != v}
 
     def run(self, answer: dict) -> list[str]:

@@ -101,8 +101,7 @@ def world(tmp_path_factory):
                 primary, "node2", HEARTBEAT_INTERVAL=str(HEARTBEAT),
                 STARTUP_HEARTBEAT_DELAY="0.2", TLS_INSTALL_TLS_DIR=str(traefik.dir / "tls"),
                 TLS_INSTALL_DYNAMIC_DIR=str(traefik.dynamic))
-            inbox = cluster.root / "node3" / "tls-inbox"
-            inbox.mkdir(parents=True, mode=0o700)
+            inbox = cluster.root / "node3" / "tls-inbox"  # made later, by the test
             queued = cluster.secondary(primary, "node3", HEARTBEAT_INTERVAL=str(HEARTBEAT),
                                        STARTUP_HEARTBEAT_DELAY="0.2")
             world.update(primary=primary, direct=direct, queued=queued, inbox=inbox)
@@ -133,6 +132,13 @@ def test_secondaries_take_the_current_certificate_at_their_first_heartbeats(worl
     assert stat.S_IMODE(pair.key.stat().st_mode) == 0o600
     serial = bundle.inspect(pair.cert.read_bytes())["serial"]
     wait_for(lambda: served(root) == serial, 15, what="node2's Traefik serves it")
+    # node3 has no inbox yet (the tls role has not set up its installer): it fetches
+    # nothing; once the directory is there it does, without an agent restart
+    node3_id = world["queued"].node_id()
+    time.sleep(3 * HEARTBEAT)
+    assert not [ln for ln in world["primary"].log().splitlines()
+                if "tls pair handed out" in ln and node3_id in ln]
+    world["inbox"].mkdir(mode=0o700)
     inbox_file = world["inbox"] / "lab.test.json"
     wait_for(inbox_file.exists, 20, what="node3's agent fills its inbox")
     assert stat.S_IMODE(inbox_file.stat().st_mode) == 0o600

@@ -129,6 +129,15 @@ def test_without_an_export_nothing_is_offered(tmp_path):
         answer = client.post("/api/nodes/sec/heartbeat", headers=NODE, json={}).json()
         assert "tls" not in answer
         resp = client.get("/api/tls/certificates/lab.test", headers=NODE)
+        assert resp.status_code == 404 and "no certificate set" in resp.json()["error"]
+    finally:
+        api.registry.close()
+    api, client = make(tmp_path / "off", TLS_SYNC="false")
+    try:
+        client.post("/api/nodes/register", json={
+            "id": "sec", "name": "node2", "api_endpoint": "http://10.50.0.2:8080",
+            "api_key": KEY1, "token": REG, "wireguard_ip": "10.50.0.2"})
+        resp = client.get("/api/tls/certificates", headers=NODE)
         assert resp.status_code == 404 and "tls_agent_sync" in resp.json()["error"]
     finally:
         api.registry.close()

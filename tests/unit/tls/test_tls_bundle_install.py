@@ -169,15 +169,18 @@ def test_the_installer_runs_as_a_module(tmp_path):
 
 def test_agent_settings_and_offers(tmp_path):
     s = load_settings({}, tmp_path, True)
-    assert s.export_dir == tmp_path / "tls-export" and not s.enabled(True)
-    (tmp_path / "tls-export").mkdir()
-    assert s.enabled(True)
+    assert s.export_dir == tmp_path / "tls-export" and s.enabled(True) and not s.ready(True)
+    (tmp_path / "tls-export").mkdir()  # the tls role creates it: on without a restart
+    assert s.ready(True)
     s = load_settings({"TLS_SYNC": "false"}, tmp_path, True)
-    assert not s.enabled(True)
+    assert not s.enabled(True) and not s.ready(True)
     s = load_settings({}, tmp_path, False)
-    assert not s.enabled(False)
+    assert not s.ready(False)
     (tmp_path / "tls-inbox").mkdir()
-    assert s.enabled(False)
+    assert s.ready(False)
+    direct = load_settings({"TLS_INSTALL_TLS_DIR": "/t", "TLS_INSTALL_DYNAMIC_DIR": "/d"},
+                           tmp_path / "none", False)
+    assert direct.ready(False)
     for bad in ({"TLS_SYNC": "maybe"}, {"TLS_EXPORT_DIR": "relative"},
                 {"TLS_INSTALL_TLS_DIR": "/x"}):
         with pytest.raises(Exception, match="TLS_"):
