@@ -1,0 +1,294 @@
+"""Metrics and alerts on the site lab (issue 17): playbooks/prometheus.yml.
+
+Prometheus and Alertmanager (Debian packages) on the primary scrape every
+agent's /metrics with the metrics token and every Traefik's /metrics over the
+mesh; Alertmanager posts to a webhook receiver this test runs on the lab
+network's gateway (the controller, as the lab's Cloudflare does). Then:
+- a 5-day certificate put into node1's Traefik: HostmeshCertificateExpiring
+  reaches the webhook (from Traefik's own traefik_tls_certs_not_after);
+- `docker stop` node3: the HostmeshNodeOffline alert for node3 reaches the
+  webhook within a minute; `docker start`: it is resolved;
+- the alert rules fire on synthetic series (promtool test rules on the
+  primary): DNS failures, a certificate near its end, an offline node;
+- a second run and `--check --diff` change nothing, and the token is in no
+  output; the token file is 0600, Prometheus' user.
+The module leaves the cluster as it found it: Prometheus and Alertmanager
+stopped and disabled (`prometheus_enabled: false`), every node online.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from sitedrill import LAB, docker, node_status, on_node, start_node, wait_for, wait_until_restored
+from sitelab import recap, run_playbook
+
+PLAYBOOK = "playbooks/prometheus.yml"
+
+RULE_TESTS = """\
+rule_files: [/etc/prometheus/hostmesh-rules.yml]
+evaluation_interval: 10s
+tests:
+  - interval: 10s
+    input_series:
+      - series: 'hostmesh_node_status{instance="node1",job="hostmesh_agent",node="node3",status="online"}'
+        values: '1 1 0 0 0 0 0'
+      - series: 'hostmesh_dns_failures_total{instance="node1",job="hostmesh_agent"}'
+        values: '0 0 1 1 1 1 1'
+      - series: 'traefik_tls_certs_not_after{instance="node2",job="traefik",cn="lab.test",sans="lab.test,*.lab.test",serial="1"}'
+        values: '864000 864000 864000 864000 864000 864000 864000'
+      - series: 'traefik_tls_certs_not_after{instance="node2",job="traefik",cn="ok.test",sans="ok.test",serial="2"}'
+        values: '9000000 9000000 9000000 9000000 9000000 9000000 9000000'
+    alert_rule_test:
+      - eval_time: 10s
+        alertname: HostmeshNodeOffline
+        exp_alerts: []
+      - eval_time: 60s
+        alertname: HostmeshNodeOffline
+        exp_alerts:
+          - exp_labels: {severity: critical, instance: node1, job: hostmesh_agent, node: node3, status: online}
+            exp_annotations:
+              summary: "node3 is not online in the primary's view"
+              description: "The primary's agent has not heard from node3 (heartbeats and health checks failed)."
+      - eval_time: 10s
+        alertname: HostmeshDnsUpdatesFailing
+        exp_alerts: []
+      - eval_time: 30s
+        alertname: HostmeshDnsUpdatesFailing
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: node1, job: hostmesh_agent}
+            exp_annotations:
+              summary: "health-aware DNS on node1 failed 1 times recently"
+              description: "See the primary's journal: journalctl -u hostmesh-agent | grep 'dns update failed'"
+      - eval_time: 30s
+        alertname: HostmeshCertificateExpiring
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: node2, job: traefik, cn: lab.test, sans: "lab.test,*.lab.test", serial: "1"}
+            exp_annotations:
+              summary: "the certificate lab.test (serial 1) served by node2 ends in 9d 23h 59m 30s"
+"""
+
+
+CERT_DIR = "/etc/traefik/prometheus-drill"
+CERT_ROUTES = "/etc/traefik/dynamic/zz-prometheus-drill.yml"
+# A self-signed certificate valid for 5 days, in node1's Traefik file provider.
+SHORT_CERT = f"""set -e
+mkdir -p {CERT_DIR}
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 5 \\
+  -subj /CN=expiring.lab.test -keyout {CERT_DIR}/key.pem -out {CERT_DIR}/cert.pem 2>/dev/null
+chown -R root:traefik {CERT_DIR}; chmod 750 {CERT_DIR}; chmod 640 {CERT_DIR}/*
+printf 'tls:\\n  certificates:\\n    - certFile: %s\\n      keyFile: %s\\n' \\
+  {CERT_DIR}/cert.pem {CERT_DIR}/key.pem > {CERT_ROUTES}.tmp
+chown root:traefik {CERT_ROUTES}.tmp; chmod 640 {CERT_ROUTES}.tmp; mv {CERT_ROUTES}.tmp {CERT_ROUTES}
+"""
+
+
+def cert_alert(hook: Webhook, status: str) -> dict | None:
+    for _, state, labels in hook.alerts():
+        if (labels.get("alertname"), labels.get("cn"), state) == (
+            "HostmeshCertificateExpiring",
+            "expiring.lab.test",
+            status,
+        ):
+            return labels
+    return None
+
+
+class Webhook:
+    """Alertmanager's webhook receiver: every POSTed JSON body, with its arrival time."""
+
+    def __init__(self, host: str):
+        self.received: list[tuple[float, dict]] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    hook.received.append((time.monotonic(), json.loads(body)))
+                finally:
+                    self.send_response(200)
+                    self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}/alerts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def alerts(self, since: float = 0.0) -> list[tuple[float, str, dict]]:
+        """(arrival, status, labels) of every alert received after `since`."""
+        return [
+            (at, alert["status"], alert["labels"])
+            for at, body in list(self.received)
+            if at >= since
+            for alert in body.get("alerts", [])
+        ]
+
+
+def offline_alert(hook: Webhook, node: str, status: str, since: float) -> float | None:
+    for at, state, labels in hook.alerts(since):
+        if (labels.get("alertname"), labels.get("node"), state) == (
+            "HostmeshNodeOffline",
+            node,
+            status,
+        ):
+            return at
+    return None
+
+
+def prometheus_get(path: str) -> dict:
+    return json.loads(on_node("node1", "curl", "-sf", f"http://127.0.0.1:9090{path}"))
+
+
+def targets_up() -> dict[str, str]:
+    data = prometheus_get("/api/v1/targets")["data"]["activeTargets"]
+    return {f"{t['labels']['job']}/{t['labels']['instance']}": t["health"] for t in data}
+
+
+def test_prometheus_alerts_on_a_stopped_node(site):
+    gateway = str(next(ipaddress.ip_network(LAB.subnet).hosts()))
+    token_file = site.inventory / ".hostmesh" / "secrets" / "metrics_token"
+    with Webhook(gateway) as hook:
+        on = json.dumps({"prometheus_webhook_url": hook.url})
+        try:
+            proc, took = run_playbook(site.inventory, PLAYBOOK, "-e", on, check=False)
+            assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+            print(f"prometheus.yml first run: {took:.1f} s")
+            token = token_file.read_text().strip()
+            assert token and token not in proc.stdout + proc.stderr
+
+            # a second run and --check --diff on the converged primary change nothing
+            again, _ = run_playbook(site.inventory, PLAYBOOK, "--diff", "-e", on, check=False)
+            assert again.returncode == 0, again.stdout[-6000:]
+            assert recap(again.stdout)["node1"]["changed"] == 0, again.stdout[-4000:]
+            dry, _ = run_playbook(
+                site.inventory, PLAYBOOK, "--check", "--diff", "-e", on, check=False
+            )
+            assert dry.returncode == 0, dry.stdout[-6000:]
+            assert recap(dry.stdout)["node1"]["changed"] == 0, dry.stdout[-4000:]
+            for out in (again.stdout, again.stderr, dry.stdout, dry.stderr):
+                assert token not in out
+                assert hook.url not in out  # the webhook URL may hold a secret: no diff
+
+            # the token: 0600, Prometheus' user, on the primary only
+            mode = on_node("node1", "stat", "-c", "%a %U", "/etc/prometheus/hostmesh-metrics-token")
+            assert mode == "600 prometheus"
+            # Prometheus and Alertmanager on loopback only, no gossip port
+            listening = on_node("node1", "ss", "-Hltn")
+            assert "127.0.0.1:9090" in listening and "127.0.0.1:9093" in listening
+            assert "*:9090" not in listening and ":9094" not in listening
+
+            # every agent and every Traefik scraped over the mesh
+            expected = {f"{job}/{n}" for job in ("hostmesh_agent", "traefik") for n in LAB.nodes}
+            wait_for(
+                lambda: targets_up() == dict.fromkeys(expected, "up"),
+                60,
+                "every target up",
+                interval=2,
+            )
+            series = prometheus_get(
+                "/api/v1/query?query=hostmesh_node_status%7Bstatus%3D%22online%22%7D"
+            )
+            assert {r["metric"]["node"] for r in series["data"]["result"]} == set(LAB.nodes)
+
+            # the rules on synthetic series
+            proc_rules = _promtool_test()
+            assert "SUCCESS" in proc_rules, proc_rules
+
+            # a certificate near its end, served by node1's Traefik: Traefik's own
+            # traefik_tls_certs_not_after carries it to HostmeshCertificateExpiring
+            on_node("node1", "sh", "-c", SHORT_CERT)
+            try:
+                expiring = wait_for(
+                    lambda: cert_alert(hook, "firing"),
+                    90,
+                    "HostmeshCertificateExpiring for expiring.lab.test at the webhook",
+                    interval=1,
+                )
+                assert expiring["instance"] == "node1", expiring
+            finally:
+                on_node("node1", "rm", "-rf", CERT_DIR, CERT_ROUTES)
+
+            # node3 stops: the alert reaches the webhook within a minute
+            wait_for(
+                lambda: all(node_status(site.cfg, n) == "online" for n in LAB.nodes),
+                60,
+                "every node online",
+                interval=1,
+            )
+            assert offline_alert(hook, "node3", "firing", 0.0) is None
+            # `docker stop` returns when the container is gone (its systemd ignores
+            # SIGTERM; docker kills it after 10 s): the node dies then
+            docker("stop", LAB.container("node3"))
+            stopped = time.monotonic()
+            try:
+                fired = wait_for(
+                    lambda: offline_alert(hook, "node3", "firing", stopped),
+                    90,
+                    "HostmeshNodeOffline for node3 at the webhook",
+                    interval=0.5,
+                )
+            finally:
+                started = time.monotonic()
+                start_node("node3")
+            resolved = wait_for(
+                lambda: offline_alert(hook, "node3", "resolved", started),
+                180,
+                "HostmeshNodeOffline for node3 resolved at the webhook",
+                interval=1,
+            )
+            print(
+                f"prometheus drill: node-offline alert at the webhook {fired - stopped:.1f} s "
+                f"after node3 died; resolved {resolved - started:.1f} s after docker start"
+            )
+            assert fired - stopped <= 60, fired - stopped
+            firing = [a for a in hook.alerts(stopped) if a[1] == "firing"]
+            assert {a[2]["alertname"] for a in firing} <= {
+                "HostmeshNodeOffline",
+                "HostmeshScrapeFailing",
+            }
+            wait_for(lambda: node_status(site.cfg, "node3") == "online", 60, "node3 online")
+            wait_until_restored()
+        finally:
+            off, _ = run_playbook(
+                site.inventory, PLAYBOOK, "-e", '{"prometheus_enabled": false}', check=False
+            )
+            assert off.returncode == 0, off.stdout[-6000:] + off.stderr[-2000:]
+            units = docker(
+                "exec",
+                LAB.container("node1"),
+                "systemctl",
+                "is-active",
+                "prometheus",
+                "prometheus-alertmanager",
+                check=False,
+            ).stdout.split()
+            assert units == ["inactive", "inactive"], units
+
+
+def _promtool_test() -> str:
+    proc = docker(
+        "exec",
+        LAB.container("node1"),
+        "sh",
+        "-c",
+        "cat > /tmp/hostmesh-rules.test.yml <<'EOF'\n"
+        + RULE_TESTS
+        + "EOF\npromtool test rules /tmp/hostmesh-rules.test.yml 2>&1; echo rc=$?",
+        check=False,
+    )
+    return proc.stdout + proc.stderr
