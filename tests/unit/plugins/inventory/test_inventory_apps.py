@@ -42,7 +42,7 @@ def cluster(tmp_path):
     c = Cluster(tmp_path / "cluster", net=7)
     try:
         c.start_primary(NODE_WIREGUARD_IP="10.50.0.1",
-                        APPS_DOCKER_SOCKET=str(tmp_path / "no-docker.sock"))
+                        APPS_REPORT_FILE=str(tmp_path / "no-apps.json"))
         c.start_secondary("node2", 2, NODE_WIREGUARD_IP="10.50.0.2", APPS_REPORT="false")
         c.start_secondary("node3", 3, NODE_WIREGUARD_IP="10.50.0.3", APPS_REPORT="false")
         c.wait_for(lambda n: {"node2", "node3"} <= set(n) and n["primary"]["apps_at"],
