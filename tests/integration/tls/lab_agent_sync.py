@@ -1,0 +1,207 @@
+"""Renewals reach every node through the agents, on a real lab (issue 15). Optional:
+not collected by pytest.
+
+    flock /tmp/hostmesh-heavy.lock .venv/bin/python tests/integration/tls/lab_agent_sync.py
+
+Its own lab (tlssync-node1..3 on hostmesh-tlssync, 10.231.35.0/24), over SSH like
+every lab: the Cloudflare stand-in with its DNS and pebble on the lab gateway,
+`site.yml`, then `playbooks/tls.yml -e tls_agent_sync=true`. Then, as an operator
+would see it:
+- the issuer's export on node1 (0600, the agent's user), an inbox (0700) and an
+  active hostmesh-tls-install.path on node2 and node3;
+- `hostmesh acme renew --force` on node1 under continuous verified HTTPS through
+  node2 and node3: 0 failed requests, the new serial served by both within
+  seconds, no Ansible run, Traefik not restarted;
+- the installer's journal on the secondaries says what it installed;
+- playbooks/tls.yml afterwards keeps the new certificate (one cleanup change per
+  node), then changed=0, and `--check --diff` changes nothing and shows no key;
+- from node2, the primary's certificate endpoint answers 401 to a wrong key;
+- no private key in any agent's or the installer's journal.
+Prints `name: value unit` lines, exits 0 when every check holds; removes the lab
+(HOSTMESH_KEEP_LAB=1 keeps it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "scripts"))
+import lab_acme
+import lab_cloudflare
+from lab import Lab, ensure_image
+from sitelab import changed_tasks, recap, run_playbook, ssh_dir, write_inventory
+
+LAB = Lab(prefix="tlssync-", network="hostmesh-tlssync", subnet="10.231.35.0/24")
+HOST = "whoami.lab.test"
+SYNC = ["-e", "tls_agent_sync=true"]
+
+
+def check(condition, what):
+    if not condition:
+        raise SystemExit(f"lab_agent_sync: {what}")
+
+
+def node_exec(node: str, *cmd: str) -> str:
+    return subprocess.run(["docker", "exec", LAB.container(node), *cmd], capture_output=True,
+                          text=True, check=False, timeout=300).stdout.strip()
+
+
+def serial(node: str, root: str) -> str | None:
+    try:
+        code, _body, got = lab_acme.https_get(LAB.address(node), 443, HOST, cadata=root)
+    except (OSError, ssl.SSLError):
+        return None
+    return got if code == 200 else None
+
+
+def wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise SystemExit(f"lab_agent_sync: timed out after {timeout} s waiting for {what}")
+
+
+def export_doc(node: str = "node1") -> dict:
+    return json.loads(node_exec(node, "cat", "/var/lib/hostmesh/tls-export/lab.test.json")
+                      or "{}")
+
+
+def inbox_version(node: str) -> str:
+    raw = node_exec(node, "cat", "/var/lib/hostmesh/tls-inbox/lab.test.json")
+    return json.loads(raw)["version"] if raw else ""
+
+
+def scenario(inventory: Path, root: str) -> None:
+    secondaries = LAB.nodes[1:]
+    first, seconds = run_playbook(inventory, "playbooks/tls.yml", *SYNC)
+    print(f"lab_agent_sync_tls_playbook_seconds: {seconds:.1f} s")
+    modes = node_exec("node1", "stat", "-c", "%a %U", "/var/lib/hostmesh/tls-export",
+                      "/var/lib/hostmesh/tls-export/lab.test.json").splitlines()
+    check(modes == ["700 hostmesh", "600 hostmesh"], f"node1 export is {modes}")
+    version = export_doc()["version"]
+    for node in secondaries:
+        modes = node_exec(node, "stat", "-c", "%a %U", "/var/lib/hostmesh/tls-inbox")
+        check(modes == "700 hostmesh", f"{node}: inbox is {modes}")
+        active = node_exec(node, "systemctl", "is-active", "hostmesh-tls-install.path")
+        check(active == "active", f"{node}: hostmesh-tls-install.path is {active}")
+        wait(lambda n=node: inbox_version(n) == version, 30, f"{node}'s agent fetching {version}")
+    old = {n: wait(lambda n=n: serial(n, root), 30, f"HTTPS through {n}") for n in LAB.nodes}
+    check(len(set(old.values())) == 1, f"one serial everywhere: {old}")
+    pids = {n: node_exec(n, "systemctl", "show", "-P", "MainPID", "traefik.service")
+            for n in secondaries}
+
+    results: list[tuple[str, str]] = []
+    stop = threading.Event()
+
+    def hammer(node: str) -> None:
+        while not stop.is_set():
+            results.append((node, serial(node, root) or "failed"))
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=hammer, args=(n,), daemon=True) for n in secondaries]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(2)
+        renew = subprocess.run(
+            ["docker", "exec", LAB.container("node1"), "/opt/hostmesh/venv/bin/hostmesh",
+             "acme", "renew", "--config", "/etc/hostmesh-acme/acme.env", "--force"],
+            capture_output=True, text=True, check=False, timeout=300)
+        check(renew.returncode == 0, f"renew --force failed: {renew.stderr[-2000:]}")
+        left = time.monotonic()
+        new = export_doc()["serial"]
+        check(new != next(iter(old.values())), "the renewal made a new serial")
+        for node in secondaries:
+            wait(lambda n=node: serial(n, root) == new, 60, f"{node} serving {new}")
+        took = time.monotonic() - left
+        time.sleep(2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    failed = [r for r in results if r[1] not in (new, next(iter(old.values())))]
+    print(f"lab_agent_sync_seconds_to_every_secondary: {took:.1f} s")
+    print(f"lab_agent_sync_requests: {len(results)} requests")
+    print(f"lab_agent_sync_failed_requests: {len(failed)} requests")
+    check(not failed, f"failed requests: {failed[:5]}")
+    check(pids == {n: node_exec(n, "systemctl", "show", "-P", "MainPID", "traefik.service")
+                   for n in secondaries}, "Traefik restarted")
+    for node in secondaries:
+        journal = node_exec(node, "journalctl", "-u", "hostmesh-tls-install.service",
+                            "--no-pager")
+        check("installed lab.test version" in journal, f"{node}: installer journal:\n{journal}")
+
+    again, _ = run_playbook(inventory, "playbooks/tls.yml", *SYNC)
+    check(all(serial(n, root) == new for n in LAB.nodes), "tls.yml put an older one back")
+    print(f"lab_agent_sync_rerun_after_renewal_changed_tasks: "
+          f"{sum(r.get('changed', 0) for r in recap(again.stdout).values())} tasks "
+          f"({', '.join(changed_tasks(again.stdout))})")
+    third, _ = run_playbook(inventory, "playbooks/tls.yml", *SYNC)
+    changed = sum(r.get("changed", 0) for r in recap(third.stdout).values())
+    print(f"lab_agent_sync_second_rerun_changed_tasks: {changed} tasks")
+    check(changed == 0, f"second rerun changed: {changed_tasks(third.stdout)}")
+    checked, _ = run_playbook(inventory, "playbooks/tls.yml", *SYNC, "--check", "--diff")
+    changed = sum(r.get("changed", 0) for r in recap(checked.stdout).values())
+    print(f"lab_agent_sync_check_mode_changed_tasks: {changed} tasks")
+    check(changed == 0, f"--check --diff changed: {changed_tasks(checked.stdout)}")
+    for proc in (first, again, third, checked):
+        check("PRIVATE KEY" not in proc.stdout + proc.stderr, "a key in the playbook output")
+
+    node_id = node_exec("node2", "cat", "/var/lib/hostmesh/node_id")
+    primary_url = next(ln.split("=", 1)[1] for ln in node_exec(
+        "node2", "cat", "/etc/hostmesh/agent.env").splitlines()
+        if ln.startswith("PRIMARY_NODE_URL="))
+    code = node_exec("node2", "/opt/hostmesh/venv/bin/python", "-c", (
+        "import urllib.request, urllib.error\n"
+        f"r = urllib.request.Request('{primary_url}/api/tls/certificates/lab.test', "
+        f"headers={{'X-Node-ID': '{node_id}', 'X-Node-API-Key': 'k' * 64}})\n"
+        "try:\n    print(urllib.request.urlopen(r, timeout=5).status)\n"
+        "except urllib.error.HTTPError as e:\n    print(e.code)"))
+    print(f"lab_agent_sync_wrong_key_status: {code}")
+    check(code == "401", f"a wrong key got {code}")
+    for node in LAB.nodes:
+        journal = node_exec(node, "journalctl", "-u", "hostmesh-agent.service", "-u",
+                            "hostmesh-tls-install.service", "-u", "hostmesh-acme.service",
+                            "--no-pager")
+        check("PRIVATE KEY" not in journal, f"{node}: a key in the journal")
+
+
+def main() -> int:
+    ensure_image(quiet=True)
+    LAB.down()
+    with tempfile.TemporaryDirectory(prefix="hostmesh-tls-sync-") as tmp:
+        dest = Path(tmp) / "inventory"
+        state = dest / ".hostmesh"
+        gateway = lab_cloudflare.gateway_listen(LAB.subnet).split(":")[0]
+        try:
+            LAB.up(ssh_dir=ssh_dir(dest))
+            write_inventory(LAB, dest)
+            lab_cloudflare.stop(state)
+            lab_cloudflare.start(state, f"{gateway}:8787", ["lab.test"], f"{gateway}:53")
+            lab_acme.start(state, gateway, f"{gateway}:53")
+            root = (state / "acme-root.pem").read_text()
+            run_playbook(dest, "site.yml")
+            scenario(dest, root)
+        finally:
+            lab_acme.stop(state)
+            lab_cloudflare.stop(state)
+            if not os.environ.get("HOSTMESH_KEEP_LAB"):
+                LAB.down()
+    print("lab_agent_sync: every check held")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
