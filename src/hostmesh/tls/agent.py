@@ -263,4 +263,6 @@ class Sync:
                                  "than the offered version %s", name, got["version"])
             return
         inbox = self.settings.inbox_dir
-        bundle.write_file(inbox / f"{name}.json", got)
+        # staged in a subdirectory: the installer's path unit (which watches the inbox)
+        # is started by the rename, once, with the whole file there
+        bundle.write_file(inbox / f"{name}.json", got, staging=inbox / ".staging")

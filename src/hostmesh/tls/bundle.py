@@ -171,9 +171,12 @@ def read_file(path: str | Path, name: str | None = None,
     return parse(doc, name, names)
 
 
-def write_file(path: str | Path, bundle: dict, owner: tuple[int, int] | None = None) -> bool:
+def write_file(path: str | Path, bundle: dict, owner: tuple[int, int] | None = None,
+               staging: str | Path | None = None) -> bool:
     """Write a bundle file atomically, 0600 (``owner`` when given); False when it already
-    holds these bytes."""
+    holds these bytes. With ``staging`` (a directory on the same file system) the file is
+    written there and renamed into place, so a watcher of ``path``'s directory (the
+    installer's path unit) sees one complete file appear and no half-written one."""
     path = Path(path)
     data = dumps(bundle)
     try:
@@ -184,5 +187,11 @@ def write_file(path: str | Path, bundle: dict, owner: tuple[int, int] | None = N
         pass
     from hostmesh.tls.deploy import _write
 
-    _write(path, data, 0o600, owner)
+    if staging is None:
+        _write(path, data, 0o600, owner)
+        return True
+    staging = Path(staging)
+    staging.mkdir(mode=0o700, exist_ok=True)
+    _write(staging / path.name, data, 0o600, owner)
+    os.replace(staging / path.name, path)
     return True

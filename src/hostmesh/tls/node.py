@@ -92,6 +92,13 @@ def status(tls_dir: Path, dynamic_dir: Path) -> dict:
     return out
 
 
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="hostmesh-tls: %(levelname)s %(message)s",
                         stream=sys.stderr)
@@ -124,8 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError) as exc:
         log.error("bad arguments: %s; nothing was installed", exc)
         return 2
+    inbox = Path(args.inbox)
     try:
-        return install(Path(args.inbox), Path(args.tls_dir), Path(args.dynamic_dir), sets, owner)
+        # the inbox changed while this ran (another set arrived): look again, a few times
+        for _round in range(3):
+            before = _mtime(inbox)
+            rc = install(inbox, Path(args.tls_dir), Path(args.dynamic_dir), sets, owner)
+            if _mtime(inbox) == before:
+                break
+        return rc
     except OSError as exc:
         log.error("could not install: %s; the current certificate keeps serving", exc)
         return 1

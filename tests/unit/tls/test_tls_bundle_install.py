@@ -74,6 +74,14 @@ def test_read_file_refuses_symlinks_and_big_files(tmp_path):
     with pytest.raises(bundle.BundleError, match="larger than"):
         bundle.read_file(big)
     assert bundle.read_file(real, "lab.test", NAMES)["version"] == bundle.version_of(chain)
+    # staged: the watched directory sees the whole file appear by one rename, nothing else
+    watched = tmp_path / "inbox"
+    watched.mkdir()
+    assert bundle.write_file(watched / "lab.test.json", bundle.make("lab.test", chain, key),
+                             staging=watched / ".staging")
+    assert sorted(p.name for p in watched.iterdir()) == [".staging", "lab.test.json"]
+    assert list((watched / ".staging").iterdir()) == []
+    assert stat.S_IMODE((watched / "lab.test.json").stat().st_mode) == 0o600
 
 
 def layout(tmp_path):
