@@ -5,7 +5,7 @@ not collected by pytest.
 
 Its own lab (tlssync-node1..3 on hostmesh-tlssync, 10.231.35.0/24), over SSH like
 every lab: the Cloudflare stand-in with its DNS and pebble on the lab gateway,
-`site.yml`, then `playbooks/tls.yml -e tls_agent_sync=true`. Then, as an operator
+`site.yml`, then `playbooks/tls.yml` (agent sync on by default). Then, as an operator
 would see it:
 - the issuer's export on node1 (0600, the agent's user), an inbox (0700) and an
   active hostmesh-tls-install.path on node2 and node3;
@@ -42,7 +42,7 @@ from sitelab import changed_tasks, recap, run_playbook, ssh_dir, write_inventory
 
 LAB = Lab(prefix="tlssync-", network="hostmesh-tlssync", subnet="10.231.35.0/24")
 HOST = "whoami.lab.test"
-SYNC = ["-e", "tls_agent_sync=true"]
+SYNC: list[str] = []  # tls_agent_sync is on by default with the issuer
 
 
 def check(condition, what):
