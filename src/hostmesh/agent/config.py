@@ -108,12 +108,6 @@ class Config:
     apps_report_file: str = "/run/hostmesh-apps/apps.json"
 
     @property
-    def apps_docker_socket(self) -> str:
-        """Former name of apps_report_file, still passed to AppsReader by secondary.py and
-        health.py: the report file, not Docker's socket (the agent no longer reads it)."""
-        return self.apps_report_file
-
-    @property
     def role(self) -> str:
         return "primary" if self.is_primary else "secondary"
 

@@ -202,7 +202,7 @@ class HealthChecker:
         from hostmesh.agent.stats import SystemStats
 
         stats = SystemStats(disk_path=str(self.cfg.data_dir))
-        apps = AppsReader(self.cfg.apps_docker_socket, self.cfg.apps_report, log=log)
+        apps = AppsReader(self.cfg.apps_report_file, self.cfg.apps_report, log=log)
         while True:
             try:
                 snapshot = await asyncio.to_thread(stats.heartbeat)

@@ -66,7 +66,7 @@ class Secondary:
         self.primary_file = cfg.data_dir / PRIMARY_FILE
         self.stats = SystemStats(disk_path=str(cfg.data_dir))
         # the app containers of this node, from the local Docker Engine (issue 16)
-        self.apps = AppsReader(cfg.apps_docker_socket, cfg.apps_report, log=log)
+        self.apps = AppsReader(cfg.apps_report_file, cfg.apps_report, log=log)
         # issue 15: fetch a certificate set when the heartbeat answer offers a new version
         self.tls = None
         tls = getattr(cfg, "tls", None)  # hostmesh.tls.agent.TlsSettings
