@@ -188,6 +188,20 @@ options:
         or more routers). A name that clashes with a rendered one is an error.
     type: dict
     version_added: 0.1.0
+  view_source:
+    description:
+      - Write at O(path) the routes of this node for the agent's root-run installer instead
+        of Traefik's dynamic file itself (routing follows the primary's health view, issue 17).
+      - The file is JSON C({"hostmesh_routes": 1, "node": ..., "nodes": {name: mesh address},
+        "config": <the dynamic configuration>}); C(python -m hostmesh.agent.routing install)
+        renders Traefik's dynamic file from it without the servers of the peers the primary
+        sees offline. Idempotence compares this file, never the rendered one, so the agent may
+        change the peer lists at runtime while a second run reports no change.
+      - Requires O(services). Place O(path) outside the directory Traefik's file provider
+        watches, for example V(/etc/traefik/hostmesh-routes.json).
+    type: bool
+    default: false
+    version_added: 0.2.0
 notes:
   - Traefik's file provider must watch the directory of O(path) (C(watch=true)); the temporary
     file used for the atomic write ends in C(.tmp), which the provider ignores.
@@ -331,6 +345,7 @@ def main():
             "api_host": {"type": "str"},
             "api_url": {"type": "str"},
             "extra": {"type": "dict"},
+            "view_source": {"type": "bool", "default": False},
         },
         mutually_exclusive=[("services", "config")],
         required_one_of=[("services", "config")],
@@ -356,7 +371,14 @@ def main():
     for warning in warnings:
         module.warn(warning)
 
-    content = render(config)
+    if module.params["view_source"]:
+        if module.params["services"] is None:
+            module.fail_json(msg="view_source needs services (the registry), not config",
+                             path=path)
+        content = render({"hostmesh_routes": 1, "node": module.params["node"],
+                          "nodes": module.params["nodes"], "config": config})
+    else:
+        content = render(config)
     before = read_text(path)
     changed = before != content
     if changed and not module.check_mode:

@@ -143,6 +143,12 @@ class AgentAPI:
 
             self.tls_source = Source(tls.export_dir, log)
         self.tls_rate = security.RateLimiter(12, 60.0)
+        # issue 17: the nodes this primary sees offline, in every heartbeat answer
+        self.routing_view = None
+        if registry is not None:
+            from hostmesh.agent.routing import PrimaryView
+
+            self.routing_view = PrimaryView(registry)
 
     # -- auth ------------------------------------------------------------
 
@@ -378,6 +384,8 @@ class AgentAPI:
             versions = self.tls_source.versions()
             if versions:  # the node fetches a set only when its version changed
                 answer["tls"] = versions
+        if self.routing_view is not None:
+            answer["offline_nodes"] = self.routing_view.offline_nodes()
         return answer
 
     async def heartbeat_asgi(self, node_id: str, scope, receive) -> tuple[int, dict, dict]:

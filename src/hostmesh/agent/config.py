@@ -102,6 +102,7 @@ class Config:
     generated: list[str] = field(default_factory=list)  # names of values generated+persisted
     dns: object | None = None  # dns_withdrawal.DnsSettings: health-aware DNS (issue 17)
     tls: object | None = None  # hostmesh.tls.agent.TlsSettings: certificates to nodes (issue 15)
+    routing: object | None = None  # routing.RoutingSettings: Traefik follows the view (#17)
     # issue 16: report this node's app containers (label hostmesh.app) from the file that
     # the root-run `hostmesh apps-report` writes (the agent never reads Docker's socket)
     apps_report: bool = True
@@ -528,6 +529,13 @@ def load(env: dict[str, str]) -> Config:
     try:
         cfg.tls = load_tls_settings(env, data_dir, is_primary)
     except TlsConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    from hostmesh.agent.routing import RoutingInvalid
+    from hostmesh.agent.routing import load_settings as load_routing_settings
+
+    try:
+        cfg.routing = load_routing_settings(env, data_dir, cfg.heartbeat_interval)
+    except RoutingInvalid as exc:
         raise ConfigError(str(exc)) from None
     return cfg
 

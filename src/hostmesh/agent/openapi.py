@@ -362,6 +362,15 @@ def document(role: str = "primary") -> dict:
                                                        "digits); fetch a set from "
                                                        "/api/tls/certificates/{set} when "
                                                        "it differs from yours"},
+                                                   "offline_nodes": {
+                                                       "type": "array", "maxItems": 256,
+                                                       "items": {"type": "string"},
+                                                       "description": "names of the "
+                                                       "nodes the primary sees offline or "
+                                                       "unreachable; empty while half or "
+                                                       "more of the cluster is down; "
+                                                       "Traefik's peer lists leave them "
+                                                       "out (issue 17)"},
                                                    "primary_id": {"type": "string"},
                                                    "primary_key_sha256": {
                                                        "type": "array",

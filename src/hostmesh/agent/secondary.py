@@ -75,6 +75,12 @@ class Secondary:
 
             self.tls = Sync(tls, self.client, log)
         self._tls_task: asyncio.Task | None = None
+        # issue 17: Traefik's peer lists follow the primary's offline_nodes
+        self.routing = None
+        if getattr(cfg, "routing", None) is not None:
+            from hostmesh.agent.routing import RoutingView
+
+            self.routing = RoutingView(cfg.routing)
         self._load_primary()
 
     # -- the primary's identity, pinned ----------------------------------------
@@ -198,13 +204,21 @@ class Secondary:
             return False
         except HostmeshAPIError as exc:
             log.warning("heartbeat failed reason=%s", _reason(exc))
+            self.expire_routing()
             return False
         refused = self.accept_primary(answer)
         if refused:
             log.error("heartbeat answer refused reason=%s", _quote(refused))
+            self.expire_routing()
             return False
         self.offer_tls(answer)
+        if self.routing is not None:  # only from the pinned primary (checked above)
+            await asyncio.to_thread(self.routing.offer, answer)
         return True
+
+    def expire_routing(self) -> None:
+        if self.routing is not None:
+            self.routing.expire()
 
     def offer_tls(self, answer: dict) -> None:
         """Fetch and install new certificate versions beside the heartbeats (one at a time)."""

@@ -59,13 +59,25 @@ def _version() -> str:
 
 
 async def _primary_duties(api: AgentAPI) -> None:
-    if api.cfg.dns is None:
-        await api.checker.run()
-        return
-    from hostmesh.agent.dns_withdrawal import DnsWithdrawal
+    duties = [api.checker.run(), _primary_routing(api)]
+    if api.cfg.dns is not None:
+        from hostmesh.agent.dns_withdrawal import DnsWithdrawal
 
-    dns = DnsWithdrawal(api.cfg.dns, api.registry, api.cfg.data_dir, api.metrics)
-    await asyncio.gather(api.checker.run(), dns.run())
+        dns = DnsWithdrawal(api.cfg.dns, api.registry, api.cfg.data_dir, api.metrics)
+        duties.append(dns.run())
+    await asyncio.gather(*duties)
+
+
+async def _primary_routing(api: AgentAPI) -> None:
+    """The primary's own Traefik follows its own view (issue 17), checked every second."""
+    if api.cfg.routing is None or api.routing_view is None:
+        return
+    from hostmesh.agent.routing import RoutingView
+
+    view = RoutingView(api.cfg.routing)
+    while True:
+        await asyncio.to_thread(view.apply, api.routing_view.offline_nodes())
+        await asyncio.sleep(1.0)
 
 
 async def _secondary_duties(api: AgentAPI) -> None:
