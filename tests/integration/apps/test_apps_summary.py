@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hostmesh.module_utils._agent_client import AgentClient, Credentials
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests" / "integration" / "inventory"))
@@ -37,11 +36,7 @@ def cluster(tmp_path):
         c.wait_for(lambda n: {"node2", "node3", "node4"} <= set(n) and n["primary"]["apps_at"],
                    what="three secondaries registered, the primary's own apps recorded")
         for name, apps in (("node2", [WEB, DB]), ("node3", [WEB])):
-            agent = c.agents[name]
-            node_id = (agent.data_dir / "node_id").read_text().strip()
-            key = (agent.data_dir / "node_api_key").read_text().strip()
-            AgentClient(c.primary.url, Credentials(node_id=node_id, node_api_key=key)) \
-                .heartbeat(node_id, {"apps": apps})
+            c.heartbeat_as(name, {"apps": apps})
         yield c
     finally:
         c.stop()

@@ -21,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hostmesh.module_utils._agent_client import AgentClient, Credentials
+
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 HOSTMESH = str(BIN / "hostmesh")
@@ -206,6 +208,13 @@ class Cluster:
 
     def nodes(self) -> dict[str, dict]:
         return {n["name"]: n for n in self.api("GET", "/api/nodes")}
+
+    def heartbeat_as(self, name: str, body: dict) -> None:
+        """One heartbeat to the primary with node `name`'s own id and key, as its agent sends it."""
+        agent = self.agents[name]
+        node_id = (agent.data_dir / "node_id").read_text().strip()
+        key = (agent.data_dir / "node_api_key").read_text().strip()
+        AgentClient(self.primary.url, Credentials(node_id=node_id, node_api_key=key)).heartbeat(node_id, body)
 
     def wait_for(self, predicate, timeout: float = 30.0, what: str = "condition"):
         deadline = time.monotonic() + timeout

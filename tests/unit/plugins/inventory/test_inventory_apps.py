@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.hostmesh.cluster.plugins.inventory.nodes import normalize_apps
-from hostmesh.module_utils._agent_client import AgentClient, Credentials
 
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "tests" / "integration" / "inventory"))
@@ -48,11 +47,7 @@ def cluster(tmp_path):
         c.wait_for(lambda n: {"node2", "node3"} <= set(n) and n["primary"]["apps_at"],
                    what="node2 and node3 registered, the primary's own apps recorded")
         for name, apps in (("node2", [WEB2, ODD2]), ("node3", [WEB3])):
-            agent = c.agents[name]
-            node_id = (agent.data_dir / "node_id").read_text().strip()
-            key = (agent.data_dir / "node_api_key").read_text().strip()
-            AgentClient(c.primary.url, Credentials(node_id=node_id, node_api_key=key)) \
-                .heartbeat(node_id, {"apps": apps})
+            c.heartbeat_as(name, {"apps": apps})
         yield c
     finally:
         c.stop()
@@ -94,11 +89,7 @@ def test_app_groups_and_host_vars(cluster, tmp_path):
 def test_a_new_report_moves_the_hosts_between_groups(cluster, tmp_path):
     env = ansible_env(cluster.admin_token)
     cfg = write_cfg(tmp_path / "apps.hostmesh.yml", cluster.primary.url)
-    agent = cluster.agents["node3"]
-    node_id = (agent.data_dir / "node_id").read_text().strip()
-    key = (agent.data_dir / "node_api_key").read_text().strip()
-    AgentClient(cluster.primary.url, Credentials(node_id=node_id, node_api_key=key)) \
-        .heartbeat(node_id, {"apps": []})
+    cluster.heartbeat_as("node3", {"apps": []})
     data = inventory_list(cfg, env)
     assert group_hosts(data, "hostmesh_app_web") == ["node2"]
     assert data["_meta"]["hostvars"]["node3"]["hostmesh_apps"] == []
