@@ -192,11 +192,12 @@ options:
     description:
       - Write at O(path) the routes of this node for the agent's root-run installer instead
         of Traefik's dynamic file itself (routing follows the primary's health view, issue 17).
-      - The file is JSON C({"hostmesh_routes": 1, "node": ..., "nodes": {name: mesh address},
-        "config": <the dynamic configuration>}); C(python -m hostmesh.agent.routing install)
-        renders Traefik's dynamic file from it without the servers of the peers the primary
-        sees offline. Idempotence compares this file, never the rendered one, so the agent may
-        change the peer lists at runtime while a second run reports no change.
+      - "The file is JSON with the keys C(hostmesh_routes) (format, V(1)), C(node), C(nodes)
+        (name to mesh address) and C(config) (the dynamic configuration).
+        C(python -m hostmesh.agent.routing install) renders Traefik's dynamic file from it
+        without the servers of the peers the primary sees offline. Idempotence compares this
+        file, never the rendered one, so the agent may change the peer lists at runtime while
+        a second run reports no change."
       - Requires O(services). Place O(path) outside the directory Traefik's file provider
         watches, for example V(/etc/traefik/hostmesh-routes.json).
     type: bool
