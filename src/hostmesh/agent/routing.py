@@ -194,11 +194,13 @@ class RoutingView:
     def offer(self, answer: dict) -> None:
         """A secondary: the heartbeat answer of the (already authenticated) primary."""
         if "offline_nodes" not in answer:
-            return  # an older primary: no view, the TTL drops a stale one
+            self.expire()  # an older primary: no view; a stale one goes after the TTL
+            return
         try:
             names = check_offline_nodes(answer["offline_nodes"])
         except RoutingInvalid as exc:
             log.error("routing view refused reason=%s", str(exc)[:200])
+            self.expire()  # the last good view holds until the TTL
             return
         self.apply(names)
 

@@ -176,6 +176,14 @@ def test_a_stale_view_expires_to_every_peer(tmp_path):
     assert read(tmp_path) == {"offline_nodes": []}
     view.offer({"offline_nodes": ["node3"]})
     assert read(tmp_path) == {"offline_nodes": ["node3"]}
+    # answers without a usable view (an older primary, a bad field) do not renew it
+    now[0] = 30.0
+    view.offer({"status": "ok"})
+    view.offer({"offline_nodes": "node3"})
+    assert read(tmp_path) == {"offline_nodes": ["node3"]}
+    now[0] = 42.0
+    view.offer({"status": "ok"})
+    assert read(tmp_path) == {"offline_nodes": []}
 
 
 def test_unchanged_views_do_not_touch_the_file(tmp_path):
