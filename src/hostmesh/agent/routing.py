@@ -166,8 +166,11 @@ class RoutingView:
             return
         if self.settings.mode == "true":
             inbox.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # staged then renamed: the installer's path unit sees one whole file
-        tmp = inbox / f".{VIEW_FILE}.tmp"
+        # staged outside the watched directory, then renamed in: the installer's path
+        # unit starts once, on the whole file
+        staging = inbox / ".staging"
+        staging.mkdir(mode=0o700, exist_ok=True)
+        tmp = staging / VIEW_FILE
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(json.dumps({"offline_nodes": names}) + "\n")
@@ -302,9 +305,32 @@ def read_view(inbox: Path) -> list[str]:
         return []
 
 
+def _stamp(inbox: Path, source_path: Path) -> tuple:
+    stamps = []
+    for path in (inbox, inbox / VIEW_FILE, source_path):
+        try:
+            st = path.stat()
+            stamps.append((st.st_mtime_ns, st.st_ino, st.st_size))
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
+
+
 def install(source_path: Path, inbox: Path, dynamic_file: Path) -> int:
     """Write `dynamic_file` from the routes and the agent's view; 0 when done or when
-    there are no routes (the feature is off: the role writes Traefik's file itself)."""
+    there are no routes (the feature is off: the role writes Traefik's file itself).
+    A path unit does not start a service again for changes made while it runs: when
+    the view or the routes changed meanwhile, look again (a few times)."""
+    rc = 0
+    for _ in range(5):
+        before = _stamp(inbox, source_path)
+        rc = _install_once(source_path, inbox, dynamic_file)
+        if _stamp(inbox, source_path) == before:
+            break
+    return rc
+
+
+def _install_once(source_path: Path, inbox: Path, dynamic_file: Path) -> int:
     try:
         source = read_source(source_path)
     except FileNotFoundError:

@@ -141,7 +141,9 @@ def test_nothing_is_written_until_the_traefik_role_made_the_inbox(tmp_path):
     view.offer({"offline_nodes": ["node3"]})  # no restart needed
     assert read(tmp_path) == {"offline_nodes": ["node3"]}
     assert oct((tmp_path / "routing-inbox" / "offline.json").stat().st_mode & 0o777) == "0o600"
-    assert sorted(p.name for p in (tmp_path / "routing-inbox").iterdir()) == ["offline.json"]
+    assert sorted(p.name for p in (tmp_path / "routing-inbox").iterdir()) == [
+        ".staging", "offline.json"]
+    assert list((tmp_path / "routing-inbox" / ".staging").iterdir()) == []
 
 
 def test_routing_view_false_never_writes(tmp_path):
