@@ -76,7 +76,10 @@ async def _primary_routing(api: AgentAPI) -> None:
 
     view = RoutingView(api.cfg.routing)
     while True:
-        await asyncio.to_thread(view.apply, api.routing_view.offline_nodes())
+        try:  # the registry is read here, on the loop's thread; the file in a thread
+            await asyncio.to_thread(view.apply, api.routing_view.offline_nodes())
+        except Exception as exc:  # noqa: BLE001 - never stop the primary's other duties
+            log.warning("routing view not updated reason=%s", " ".join(str(exc).split())[:200])
         await asyncio.sleep(1.0)
 
 
