@@ -91,11 +91,34 @@ def _stop(args) -> int:
     pid = int(Path(args.pid_file).read_text())
     try:
         os.kill(pid, signal.SIGTERM)
-        print("stopped")
     except ProcessLookupError:
         print("not running")
+        Path(args.pid_file).unlink()
+        return 0
+    # Return only once it is gone: a start right after a stop must not find the
+    # old server still answering on its address (it would refuse to start).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.05)
     Path(args.pid_file).unlink()
+    print("stopped")
     return 0
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie child of ours counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

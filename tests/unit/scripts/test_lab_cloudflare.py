@@ -6,6 +6,7 @@ import json
 import socket
 import stat
 import urllib.request
+from pathlib import Path
 
 import pytest
 from _scripts import load_script
@@ -44,6 +45,30 @@ def test_start_makes_the_token_serves_the_zone_and_stops(tmp_path):
     assert lc.stop(state) == "not running"
     with pytest.raises(OSError):
         zones(listen, "x")
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for its parent to reap it does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_start_right_after_stop(tmp_path):
+    """The TLS site test restarts the server with DNS on: stop returns only once the
+    old process is gone, or the start finds it still answering and refuses (as it
+    must for another lab's server)."""
+    state = tmp_path / ".hostmesh"
+    listen = f"127.0.0.1:{free_port()}"
+    try:
+        for _ in range(3):
+            assert lc.start(state, listen, ["lab.test"]) == "started"
+            pid = int((state / "cloudflare-api.pid").read_text())
+            assert lc.stop(state) == "stopped"
+            assert not running(pid), "stop returned while the server still ran"
+    finally:
+        lc.stop(state)
 
 
 @pytest.mark.parametrize("listen", ["lab.test:8787", "10.231.1.1", "10.231.1.1:0"])
