@@ -175,8 +175,8 @@ def test_tarball_only_install_converges_and_is_idempotent(lab, project):
         for p in (project / "inventory" / ".hostmesh" / "secrets").iterdir()
     }
     assert sorted(secrets) == [
-        "admin_token", "metrics_token", "node_api_key_node1", "node_api_key_node2",
-        "node_api_key_node3", "registration_token",
+        "admin_token", "metrics_token_node1", "metrics_token_node2", "metrics_token_node3",
+        "node_api_key_node1", "node_api_key_node2", "node_api_key_node3", "registration_token",
     ]
     leaked = [name for name, value in secrets.items() if value in proc.stdout + proc.stderr]
     assert not leaked, f"secrets in the -vvv output: {leaked}"

@@ -10,8 +10,11 @@ network's gateway (the controller, as the lab's Cloudflare does). Then:
   webhook within a minute; `docker start`: it is resolved;
 - the alert rules fire on synthetic series (promtool test rules on the
   primary): DNS failures, a certificate near its end, an offline node;
-- a second run and `--check --diff` change nothing, and the token is in no
-  output; the token file is 0600, Prometheus' user.
+- a second run and `--check --diff` change nothing, and no node's token is in
+  any output; each node's token file is 0600, Prometheus' user;
+- every node has its own metrics token, sent to that node alone: node2's token
+  (which node2's agent receives at every scrape) is refused by the primary's
+  /metrics (401), while the primary's own token is accepted there.
 The module leaves the cluster as it found it: Prometheus and Alertmanager
 stopped and disabled (`prometheus_enabled: false`), every node online.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -159,17 +163,42 @@ def targets_up() -> dict[str, str]:
     return {f"{t['labels']['job']}/{t['labels']['instance']}": t["health"] for t in data}
 
 
+# GET /metrics on the agent's loopback with the bearer token read from stdin
+CURL_METRICS = """read -r t
+curl -s -o /dev/null -m 5 -w '%{http_code}' -H @- http://127.0.0.1:8080/metrics <<EOF
+Authorization: Bearer $t
+EOF
+"""
+
+
+def metrics_status(node: str, token: str) -> str:
+    """HTTP status of GET /metrics on `node`'s agent (its loopback) with `token`;
+    the token goes through stdin, never onto a command line."""
+    proc = subprocess.run(
+        ["docker", "exec", "-i", LAB.container(node), "sh", "-c", CURL_METRICS],
+        input=token + "\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return proc.stdout.strip()
+
+
 def test_prometheus_alerts_on_a_stopped_node(site):
     gateway = str(next(ipaddress.ip_network(LAB.subnet).hosts()))
-    token_file = site.inventory / ".hostmesh" / "secrets" / "metrics_token"
+    secrets = site.inventory / ".hostmesh" / "secrets"
     with Webhook(gateway) as hook:
         on = json.dumps({"prometheus_webhook_url": hook.url})
         try:
             proc, took = run_playbook(site.inventory, PLAYBOOK, "-e", on, check=False)
             assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
             print(f"prometheus.yml first run: {took:.1f} s")
-            token = token_file.read_text().strip()
-            assert token and token not in proc.stdout + proc.stderr
+            # one token per node, no two alike, none in the output
+            tokens = {n: (secrets / f"metrics_token_{n}").read_text().strip() for n in LAB.nodes}
+            assert all(tokens.values()) and len(set(tokens.values())) == len(LAB.nodes)
+            for token in tokens.values():
+                assert token not in proc.stdout + proc.stderr
 
             # a second run and --check --diff on the converged primary change nothing
             again, _ = run_playbook(site.inventory, PLAYBOOK, "--diff", "-e", on, check=False)
@@ -181,12 +210,24 @@ def test_prometheus_alerts_on_a_stopped_node(site):
             assert dry.returncode == 0, dry.stdout[-6000:]
             assert recap(dry.stdout)["node1"]["changed"] == 0, dry.stdout[-4000:]
             for out in (again.stdout, again.stderr, dry.stdout, dry.stderr):
-                assert token not in out
+                for token in tokens.values():
+                    assert token not in out
                 assert hook.url not in out  # the webhook URL may hold a secret: no diff
 
-            # the token: 0600, Prometheus' user, on the primary only
-            mode = on_node("node1", "stat", "-c", "%a %U", "/etc/prometheus/hostmesh-metrics-token")
-            assert mode == "600 prometheus"
+            # the tokens: one file per node, 0600, Prometheus' user, on the primary only
+            for n in LAB.nodes:
+                path = f"/etc/prometheus/hostmesh-metrics-token-{n}"
+                assert on_node("node1", "stat", "-c", "%a %U", path) == "600 prometheus", path
+            shared = "/etc/prometheus/hostmesh-metrics-token"  # earlier versions' one token
+            assert docker(
+                "exec", LAB.container("node1"), "test", "-e", shared, check=False
+            ).returncode
+
+            # node2's token, which Prometheus hands to node2's agent at every
+            # scrape, is worth nothing on the primary: it cannot be replayed
+            assert metrics_status("node1", tokens["node2"]) == "401"
+            assert metrics_status("node1", tokens["node1"]) == "200"
+            assert metrics_status("node2", tokens["node2"]) == "200"
             # Prometheus and Alertmanager on loopback only, no gossip port
             listening = on_node("node1", "ss", "-Hltn")
             assert "127.0.0.1:9090" in listening and "127.0.0.1:9093" in listening

@@ -3,7 +3,8 @@ templating (the same filters and trim_blocks as the template module).
 
 The lab drill (tests/integration/site/test_site_prometheus.py) runs the files
 through promtool and amtool on a real primary; these checks pin what the
-files say: one target per node on its mesh address, the token only by file,
+files say: one target per node on its mesh address, each agent in its own job
+with its own node's token file (never a token shared between nodes),
 Prometheus' own {{ $labels }} left intact, a webhook only when one is given,
 listening on loopback.
 """
@@ -45,27 +46,50 @@ def render(name: str, **overrides) -> str:
     return templar.template(source, overrides={"trim_blocks": True})
 
 
-def test_every_node_is_scraped_on_its_mesh_address_with_the_token_file():
+def agent_jobs(config: dict) -> list[dict]:
+    return [job for job in config["scrape_configs"] if job["job_name"] != "traefik"]
+
+
+def test_every_agent_is_scraped_with_its_own_nodes_token_file_only():
     config = yaml.safe_load(render("prometheus.yml.j2"))
-    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"hostmesh_agent", "traefik"}
-    agent = jobs["hostmesh_agent"]
-    assert agent["authorization"] == {
-        "type": "Bearer",
-        "credentials_file": "/etc/prometheus/hostmesh-metrics-token",
-    }
-    targets = {
-        job: {sc["labels"]["instance"]: sc["targets"] for sc in jobs[job]["static_configs"]}
-        for job in jobs
-    }
-    assert targets["hostmesh_agent"] == {
+    agents = agent_jobs(config)
+    # one job per agent: Prometheus sends each token to its own node alone
+    assert [job["job_name"] for job in agents] == [
+        "hostmesh_agent_node1",
+        "hostmesh_agent_node2",
+        "hostmesh_agent_node3",
+    ]
+    scraped = {}
+    for job in agents:
+        (static,) = job["static_configs"]
+        node = static["labels"]["instance"]
+        assert static["labels"] == {"job": "hostmesh_agent", "instance": node}
+        assert job["authorization"] == {
+            "type": "Bearer",
+            "credentials_file": f"/etc/prometheus/hostmesh-metrics-token-{node}",
+        }
+        assert job["job_name"] == f"hostmesh_agent_{node}"
+        scraped[node] = static["targets"]
+    assert scraped == {
         "node1": ["10.50.0.1:8080"],
         "node2": ["10.50.0.2:8080"],
         "node3": ["10.50.0.3:8080"],
     }
+    files = [job["authorization"]["credentials_file"] for job in agents]
+    assert len(set(files)) == len(files) == len(TARGETS)
+
+
+def test_traefik_is_scraped_on_its_mesh_address_without_a_token():
+    config = yaml.safe_load(render("prometheus.yml.j2"))
+    (traefik,) = [job for job in config["scrape_configs"] if job["job_name"] == "traefik"]
+    targets = {sc["labels"]["instance"]: sc["targets"] for sc in traefik["static_configs"]}
     # traefik_mesh_address wins for Traefik
-    assert targets["traefik"]["node3"] == ["10.50.0.33:8090"]
-    assert "authorization" not in jobs["traefik"]
+    assert targets == {
+        "node1": ["10.50.0.1:8090"],
+        "node2": ["10.50.0.2:8090"],
+        "node3": ["10.50.0.33:8090"],
+    }
+    assert "authorization" not in traefik
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
         "127.0.0.1:9093"
     ]
@@ -75,10 +99,18 @@ def test_every_node_is_scraped_on_its_mesh_address_with_the_token_file():
 
 def test_traefik_scraping_can_be_left_out_and_ports_follow_the_other_roles():
     config = yaml.safe_load(
-        render("prometheus.yml.j2", prometheus_scrape_traefik=False, prometheus_agent_port=9999)
+        render(
+            "prometheus.yml.j2",
+            prometheus_scrape_traefik=False,
+            prometheus_agent_port=9999,
+            prometheus_credentials_prefix="/srv/tokens/m-",
+        )
     )
-    assert [job["job_name"] for job in config["scrape_configs"]] == ["hostmesh_agent"]
-    assert config["scrape_configs"][0]["static_configs"][0]["targets"] == ["10.50.0.1:9999"]
+    assert len(config["scrape_configs"]) == len(TARGETS)
+    assert all(job["job_name"].startswith("hostmesh_agent_") for job in config["scrape_configs"])
+    first = config["scrape_configs"][0]
+    assert first["static_configs"][0]["targets"] == ["10.50.0.1:9999"]
+    assert first["authorization"]["credentials_file"] == "/srv/tokens/m-node1"
 
 
 def test_rules_keep_prometheus_templates_and_use_the_settings():
