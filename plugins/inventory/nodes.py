@@ -159,6 +159,8 @@ options:
         agent's C(NODE_LABELS=gpu=true,zone=eu)) gives the group V(hostmesh_label_gpu); the label
         V(zone=eu) gives V(hostmesh_label_zone_eu). Characters not allowed in group names become
         V(_)."
+      - "Must not be empty (letters, digits and V(_)): nodes choose their labels, and a group
+        made from a label never takes the name of a group this plugin makes or of a host."
     type: str
     default: hostmesh_label_
     version_added: 0.1.0
@@ -167,6 +169,9 @@ options:
       - "Prefix of the group made for each app. The app V(whoami) gives V(hostmesh_app_whoami);
         V(my-app.v2) gives V(hostmesh_app_my_app_v2) (characters not allowed in group names
         become V(_))."
+      - "Must not be empty (letters, digits and V(_)): nodes report their apps, and a group
+        made from an app never takes the name of a group this plugin makes or of a host. Apps
+        are what nodes say they run: do not hand secrets out by these groups."
     type: str
     default: hostmesh_app_
     version_added: 0.1.0
@@ -617,6 +622,16 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         host_source = self.get_option("ansible_host_source")
         label_prefix = self.get_option("label_group_prefix") or ""
         app_prefix = self.get_option("app_group_prefix") or ""
+        # Nodes choose their labels and report their apps: without a prefix a hostile
+        # node could join any group (hostmesh_primary, or a group of another inventory).
+        for option, prefix in (("label_group_prefix", label_prefix), ("app_group_prefix", app_prefix)):
+            if not _GROUP_PREFIX.fullmatch(prefix):
+                raise AnsibleParserError(
+                    f"{self.NAME}: {option} {prefix!r} must be a non-empty prefix of letters, "
+                    "digits and '_' (the default is fine): the groups it makes are named after "
+                    "what each node reports, so without a prefix a node could put itself in "
+                    "any group, hostmesh_primary included"
+                )
 
         self.inventory.add_group(PARENT_GROUP)
         for group in STATUS_GROUPS + ROLE_GROUPS:
@@ -671,12 +686,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 "hostmesh_primary" if hostvars["hostmesh_is_primary"] else "hostmesh_secondary"
             )
             self.inventory.add_child(role_group, name)
-            for label in label_groups:
-                group = label_prefix + _GROUP_UNSAFE.sub("_", label)
-                self.inventory.add_group(group)
-                self.inventory.add_child(group, name)
-            for app in app_groups:
-                group = app_prefix + _GROUP_UNSAFE.sub("_", app)
+            reported = [label_prefix + _GROUP_UNSAFE.sub("_", label) for label in label_groups]
+            reported += [app_prefix + _GROUP_UNSAFE.sub("_", app) for app in app_groups]
+            for group in reported:
+                # what a node reports never puts it in a group the inventory itself makes
+                if group.lower() in _RESERVED or group.lower() == status_group.lower() \
+                        or group.lower() in {h.lower() for h in self.inventory.hosts}:
+                    display.warning(f"{self.NAME}: node {name!r}: not adding it to group "
+                                    f"{group!r}, made from what it reports: that name is taken")
+                    continue
                 self.inventory.add_group(group)
                 self.inventory.add_child(group, name)
 
@@ -767,6 +785,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 # What a node record must look like to become a host (the agent's own rules:
 # hostmesh/agent/config.py NAME_RE/ID_RE and RESERVED_NAMES); matched whole.
 _HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_GROUP_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _RESERVED = frozenset({"all", "ungrouped", "localhost", "localhost.localdomain", "127.0.0.1",
                        "::1", PARENT_GROUP, *STATUS_GROUPS, *ROLE_GROUPS, "hostmesh_unknown"})
 _ADDRESS = re.compile(r"[0-9A-Fa-f.:]{2,45}|[A-Za-z0-9]([A-Za-z0-9-]{0,62})"

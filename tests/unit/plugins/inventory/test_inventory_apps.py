@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "tests" / "integration" / "inventory"))
 from livecluster import (
     ANSIBLE,
+    ANSIBLE_INVENTORY,
     Cluster,
     ansible_env,
     group_hosts,
@@ -102,3 +103,28 @@ def test_a_new_report_moves_the_hosts_between_groups(cluster, tmp_path):
 ])
 def test_whatever_a_primary_sends_hostmesh_apps_is_a_list_of_known_keys(apps, kept):
     assert normalize_apps(apps) == kept
+
+
+
+def test_a_node_cannot_report_itself_into_the_inventorys_own_groups(cluster, tmp_path):
+    """Apps are what a node says it runs: an app named after a group the plugin makes never
+    puts the node in that group, and the prefix may not be empty. (A group can never take a
+    host's name: a host whose name starts with the prefix is skipped.)"""
+    env = ansible_env(cluster.admin_token)
+    cluster.heartbeat_as("node2", {"apps": [
+        {**WEB2, "name": "primary", "container": "hostmesh-primary"},
+        {**WEB2, "name": "online", "container": "hostmesh-online"}]})
+
+    def listed(prefix: str):
+        cfg = write_cfg(tmp_path / f"p{len(prefix)}.hostmesh.yml", cluster.primary.url,
+                        app_group_prefix=prefix)
+        return run([ANSIBLE_INVENTORY, "-i", str(cfg), "--list"], env)
+
+    res = listed("hostmesh_")
+    assert res.returncode == 0, res.stderr
+    assert group_hosts(json.loads(res.stdout), "hostmesh_primary") == ["primary"]
+    for taken in ("hostmesh_primary", "hostmesh_online"):
+        assert f"group '{taken}', made from what it reports: that name is taken" in res.stderr
+    for prefix in ("", "a-b"):
+        res = listed(prefix)
+        assert "app_group_prefix" in res.stderr and "must be a non-empty prefix" in res.stderr
