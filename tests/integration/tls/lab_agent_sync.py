@@ -42,7 +42,7 @@ from sitelab import changed_tasks, recap, run_playbook, ssh_dir, write_inventory
 
 LAB = Lab(prefix="tlssync-", network="hostmesh-tlssync", subnet="10.231.35.0/24")
 HOST = "whoami.lab.test"
-SYNC: list[str] = []  # tls_agent_sync is on by default with the issuer
+SYNC: list[str] = ["-e", "tls_agent_sync=true"]  # opt-in (docs/status/15.md)
 
 
 def check(condition, what):
