@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -144,7 +145,7 @@ def load_settings(env: dict[str, str], data_dir: Path,
         ttl = float(raw_ttl) if raw_ttl else 3 * heartbeat_interval + 5
     except ValueError:
         raise RoutingInvalid(f"ROUTING_VIEW_TTL={raw_ttl!r}: expected seconds") from None
-    if not ttl > 0:
+    if not (math.isfinite(ttl) and ttl > 0):  # also refuses nan and inf
         raise RoutingInvalid(f"ROUTING_VIEW_TTL={raw_ttl!r}: must be more than 0")
     return RoutingSettings(mode, inbox, ttl)
 
@@ -322,7 +323,7 @@ def install(source_path: Path, inbox: Path, dynamic_file: Path) -> int:
     A path unit does not start a service again for changes made while it runs: when
     the view or the routes changed meanwhile, look again (a few times)."""
     rc = 0
-    for _ in range(5):
+    for _attempt in range(5):
         before = _stamp(inbox, source_path)
         rc = _install_once(source_path, inbox, dynamic_file)
         if _stamp(inbox, source_path) == before:
