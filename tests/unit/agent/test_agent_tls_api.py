@@ -7,48 +7,18 @@ from __future__ import annotations
 
 import logging
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from starlette.testclient import TestClient
-
-from hostmesh.agent import config
-from hostmesh.agent.api import AgentAPI, build_app
-from hostmesh.agent.registry import Registry
 from hostmesh.tls import bundle
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tls"))
 from tls_pairs import pair
 
-ADMIN = "admin-token-" + "x" * 32
-REG = "registration-token-" + "y" * 32
-PKEY = "p" * 64
-KEY1 = "1" * 64
-AUTH = {"Authorization": f"Bearer {ADMIN}"}
-
-
-def make(tmp_path, primary=True, **extra):
-    env = {"NODE_NAME": "node1" if primary else "node2", "DATA_DIR": str(tmp_path),
-           "NODE_API_KEY": PKEY, "NODE_ID": "prim" if primary else "sec",
-           "ADMIN_TOKEN": ADMIN, "REGISTRATION_TOKEN": REG,
-           "SERVER_ADDRESS": "127.0.0.1:8080", **extra}
-    if primary:
-        env["NODE_IS_PRIMARY"] = "true"
-    else:
-        env["PRIMARY_NODE_URL"] = "http://127.0.0.1:1"
-    cfg = config.finish(config.load(env))
-    registry = None
-    if primary:
-        registry = Registry(cfg.database_path)
-        registry.upsert_self(cfg.node_id, cfg.node_name, cfg.api_endpoint, cfg.api_key, "t",
-                             None, None, {})
-    api = AgentAPI(cfg, registry)
-    return api, TestClient(build_app(api), raise_server_exceptions=False,
-                           client=("10.50.0.2", 40000))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the agent API test's primary/secondary maker and its credentials
+from test_agent_api import AUTH, KEY1, REG, make
 
 
 @pytest.fixture
