@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,9 @@ from hostmesh.agent.registry import MIGRATIONS, Registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "integration" / "agent"))
 from agent_harness import ADMIN_TOKEN, Cluster, node_key, wait_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from old_schema import database_at
 
 WEB = {"name": "web", "container": "hostmesh-web", "image": "10.231.1.1:5000/team/web:2",
        "state": "running", "health": "healthy"}
@@ -468,12 +470,7 @@ def test_apps_report_can_be_turned_off_and_the_file_must_be_a_path(tmp_path):
 
 def test_migration_to_apps_keeps_existing_nodes(tmp_path):
     path = tmp_path / "v4.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    for version, script in enumerate(MIGRATIONS[:4], 1):
-        for statement in script.split(";"):
-            if statement.strip():
-                db.execute(statement)
-        db.execute(f"PRAGMA user_version={version}")
+    db = database_at(path, 4)
     db.execute("INSERT INTO nodes (id, name, api_endpoint, key_hash, created_at, updated_at, "
                "labels, stats, stats_at) VALUES ('old', 'old', 'http://10.50.0.9:8080', 'h', "
                "1, 1, '{\"a\":\"b\"}', '{\"cpu_percent\":1.0}', 2)")

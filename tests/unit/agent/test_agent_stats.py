@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from hostmesh.agent.stats import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from old_schema import database_at
 from test_agent_api import ADMIN, KEY1, KEY2, make, register
 
 GOOD = {"cpu_percent": 3.5, "cpu_count": 2, "memory_percent": 41.25,
@@ -87,12 +87,7 @@ def test_heartbeat_stats_reach_the_node_list_and_nothing_else(tmp_path):
 
 def test_migration_to_stats_keeps_existing_nodes(tmp_path):
     path = tmp_path / "old.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    for version, script in enumerate(MIGRATIONS[:3], 1):
-        for statement in script.split(";"):
-            if statement.strip():
-                db.execute(statement)
-        db.execute(f"PRAGMA user_version={version}")
+    db = database_at(path, 3)
     db.execute("INSERT INTO nodes (id, name, api_endpoint, key_hash, created_at, updated_at, "
                "labels) VALUES ('old', 'old', 'http://10.50.0.9:8080', 'h', 1, 1, '{\"a\":\"b\"}')")
     db.close()
