@@ -8,6 +8,10 @@ is never printed. A failed detection changes nothing and exits non-zero.
 
 Exit codes: 0 in sync or updated, 1 Cloudflare refused or unreachable,
 2 bad configuration, 3 public-IP detection failed.
+
+With ``--status-file``/``DDNS_STATUS_FILE`` (the ddns role sets it) every run but a
+``--dry-run`` records its outcome there (`hostmesh.dns.status`), for the agent's
+``/metrics`` and the ``HostmeshDdnsUpdaterFailing`` alert.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from .detect import DEFAULT_DETECTOR_URL, DetectionFailed, detect_public_ip
@@ -36,6 +41,7 @@ _ENV_KEYS = {
     "CLOUDFLARE_BASE_URL": ("api_base_url", str),
     "DDNS_TIMEOUT": ("timeout", float),
     "DDNS_RETRIES": ("retries", int),
+    "DDNS_STATUS_FILE": ("status_file", str),
 }
 
 
@@ -62,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, help="seconds per HTTP request (default 15)")
     parser.add_argument("--retries", type=int, help="retries on 429/5xx (default 3)")
     parser.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    parser.add_argument("--status-file", help="record each run's outcome in this JSON file "
+                        "(DDNS_STATUS_FILE; the agent exports it in /metrics); not with "
+                        "--dry-run")
 
 
 def _log(msg: str) -> None:
@@ -139,13 +148,58 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     return merged
 
 
+def status_path(args: argparse.Namespace) -> str | None:
+    """Where this run records its outcome: the flag, else the env file's DDNS_STATUS_FILE
+    (read even when the rest of the configuration is wrong, so that is recorded too)."""
+    if getattr(args, "status_file", None):
+        return args.status_file
+    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
+    if not path:
+        return None
+    try:
+        return read_env_file(path).get("DDNS_STATUS_FILE") or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of `hostmesh ddns sync`; returns the exit code."""
+    outcome: dict = {}
+    path = status_path(args)
+    try:
+        code = _sync(args, outcome)
+    except Exception as exc:
+        # a bug or an unexpected library error: still counted as a failed run
+        if path and not args.dry_run:
+            _record(path, 1, {**outcome, "error": f"unexpected error: {type(exc).__name__}"})
+        raise
+    if path and not args.dry_run:
+        _record(path, code, outcome)
+    return code
+
+
+def _record(path: str, code: int, outcome: dict) -> None:
+    from hostmesh.dns import status
+
+    try:
+        status.record(path, ok=code == 0, now=time.time(), exit_code=code,
+                      error=outcome.get("error"), secret=outcome.get("token"))
+    except OSError as exc:
+        _log(f"cannot record the outcome in {path}: {exc.strerror}; the agent's "
+             "hostmesh_ddns_* metrics stay as they were (make its directory writable by "
+             "this user: the ddns role does)")
+
+
+def _sync(args: argparse.Namespace, outcome: dict) -> int:
+    """One sync; puts the error (one line, for the status file) and the token (to keep
+    it out of that line) into `outcome`."""
     try:
         cfg = resolve(args)
     except ConfigError as exc:
         _log(f"configuration error: {exc}")
+        outcome["error"] = f"configuration error: {exc}"
         return 2
+    outcome["token"] = cfg.token
     try:
         ipv4 = detect_public_ip(cfg.detector_url, version=4, timeout=cfg.timeout)
         ipv6 = None
@@ -153,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
             ipv6 = detect_public_ip(cfg.detector_url_v6, version=6, timeout=cfg.timeout)
     except DetectionFailed as exc:
         _log(f"public IP detection failed: {exc}; DNS records left unchanged")
+        outcome["error"] = f"public IP detection failed: {exc}"
         return 3
 
     from hostmesh.module_utils._dns_reconcile import (
@@ -175,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
         result = Reconciler(client).converge(spec, check_mode=cfg.dry_run)
     except DNSError as exc:
         _log(f"error: {exc}")
+        outcome["error"] = f"DNS update failed: {exc}"
         return 2 if isinstance(exc, InvalidSpec) else 1
     addrs = ipv4 + (f" {ipv6}" if ipv6 else "")
     if not result.changed:

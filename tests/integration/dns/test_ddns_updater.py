@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +127,74 @@ def test_missing_settings_exit_2(tmp_path):
     conf.write_text("")
     run = sync(conf)
     assert run.returncode == 2 and "missing settings" in run.stderr and "--zone" in run.stderr
+
+
+def status_of(path):
+    return json.loads(path.read_text())
+
+
+def test_each_run_records_its_outcome_for_the_agent(cf, env_file, tmp_path):
+    """Issue 17: the status file the agent exports (hostmesh.dns.status)."""
+    status = tmp_path / "state" / "status.json"
+    status.parent.mkdir()
+    env_file.write_text(env_file.read_text() + f"DDNS_STATUS_FILE={status}\n")
+    token = TEST_TOKEN
+    start = time.time()
+    run = sync(env_file)
+    assert run.returncode == 0, run.stderr
+    first = status_of(status)
+    assert stat.S_IMODE(status.stat().st_mode) == 0o640
+    assert first["format"] == 1 and first["consecutive_failures"] == 0
+    assert first["exit_code"] == 0 and first["last_error"] is None
+    assert start <= first["last_success"] == first["last_attempt"] <= time.time()
+
+    # Cloudflare refuses the token: counted, the last success kept, the token never written
+    bad = tmp_path / "bad"
+    bad.write_text("definitely-wrong-token\n")
+    for expected in (1, 2):
+        run = sync(env_file, "--token-file", str(bad))
+        assert run.returncode == 1
+        doc = status_of(status)
+        assert doc["consecutive_failures"] == expected and doc["exit_code"] == 1
+        assert doc["last_success"] == first["last_success"]
+        assert doc["last_attempt"] > first["last_attempt"]
+        assert doc["last_error"].startswith("DNS update failed:") and "token" in doc["last_error"]
+        text = status.read_text()
+        assert "definitely-wrong-token" not in text and token not in text
+
+    # detection fails: counted too, with its own reason
+    cf.control("trace", {"down": True})
+    run = sync(env_file)
+    assert run.returncode == 3
+    doc = status_of(status)
+    assert doc["consecutive_failures"] == 3
+    assert doc["last_error"].startswith("public IP detection failed")
+    assert doc["last_error_at"] == doc["last_attempt"]
+
+    # a dry run records nothing; a good run resets the count and keeps the last error
+    cf.control("trace", {"down": False})
+    assert sync(env_file, "--dry-run").returncode == 0
+    assert status_of(status) == doc
+    assert sync(env_file).returncode == 0
+    back = status_of(status)
+    assert back["consecutive_failures"] == 0 and back["last_success"] == back["last_attempt"]
+    assert back["last_error"] == doc["last_error"]
+    assert list(status.parent.iterdir()) == [status]  # no temp file left behind
+
+
+def test_a_bad_configuration_is_recorded_and_an_unwritable_status_only_logged(tmp_path):
+    status = tmp_path / "status.json"
+    conf = tmp_path / "ddns.env"
+    conf.write_text(f"DDNS_ZONE=example.org\nDDNS_STATUS_FILE={status}\n")
+    run = sync(conf)
+    assert run.returncode == 2
+    doc = status_of(status)
+    assert doc["consecutive_failures"] == 1 and doc["last_success"] is None
+    assert doc["last_error"].startswith("configuration error: missing settings")
+    # a previous file that is not a status counts as no history
+    status.write_text("{not json")
+    assert sync(conf).returncode == 2 and status_of(status)["consecutive_failures"] == 1
+    # a directory it cannot write: the run's own result stands, one clear line
+    run = sync(conf, "--status-file", str(tmp_path / "missing" / "status.json"))
+    assert run.returncode == 2
+    assert "cannot record the outcome in" in run.stderr and "writable" in run.stderr
