@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hostmesh.agent import security
 from hostmesh.dns import status
@@ -87,6 +88,12 @@ def test_a_corrupt_or_unreadable_file_is_one_log_line_and_status_ok_0(tmp_path, 
     assert messages[3] == f"ddns status readable again file={path}"
 
 
-def test_the_default_path_is_the_ddns_roles(tmp_path):
+def test_the_agents_default_is_where_the_ddns_role_has_the_updater_write(tmp_path):
+    role = Path(__file__).resolve().parents[3] / "roles" / "ddns"
+    status_dir = yaml.safe_load((role / "vars" / "main.yml").read_text())["_ddns_status_dir"]
     api, _ = make(tmp_path, primary=False)
-    assert api.cfg.ddns_status_file == "/var/lib/hostmesh-ddns/status.json"
+    assert api.cfg.ddns_status_file == f"{status_dir}/status.json"
+    env = (role / "templates" / "ddns.env.j2").read_text()
+    assert "DDNS_STATUS_FILE={{ _ddns_status_dir }}/status.json" in env
+    unit = (role / "templates" / "hostmesh-ddns.service.j2").read_text()
+    assert "ReadWritePaths={{ _ddns_status_dir }}" in unit
