@@ -29,6 +29,9 @@ import pytest
 from hostmesh.tls import bundle, deploy
 from tests.cloudflare_server.harness import CloudflareServer
 
+sys.path.insert(0, str(Path(__file__).parent))
+from tls_hostile import self_signed
+
 ROOT = Path(__file__).resolve().parents[3]
 for sub in ("scripts", "bench", "tests/integration/agent"):
     sys.path.insert(0, str(ROOT / sub))
@@ -61,30 +64,6 @@ def renew(world, *extra: str) -> subprocess.CompletedProcess:
     w["issuer_log"].append(proc.stderr)
     assert proc.returncode == 0, proc.stderr
     return proc
-
-
-def self_signed(days: int) -> tuple[bytes, bytes]:
-    """(chain, key) of a self-signed leaf for lab.test + *.lab.test: what anyone can make."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lab.test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("lab.test"), x509.DNSName("*.lab.test")]), critical=False)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
 
 
 def current_version(world) -> str:
