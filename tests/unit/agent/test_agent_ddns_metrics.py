@@ -96,4 +96,4 @@ def test_the_agents_default_is_where_the_ddns_role_has_the_updater_write(tmp_pat
     env = (role / "templates" / "ddns.env.j2").read_text()
     assert "DDNS_STATUS_FILE={{ _ddns_status_dir }}/status.json" in env
     unit = (role / "templates" / "hostmesh-ddns.service.j2").read_text()
-    assert "ReadWritePaths={{ _ddns_status_dir }}" in unit
+    assert "ReadWritePaths=-{{ _ddns_status_dir }}" in unit
