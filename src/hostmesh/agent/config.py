@@ -107,6 +107,10 @@ class Config:
     # the root-run `hostmesh apps-report` writes (the agent never reads Docker's socket)
     apps_report: bool = True
     apps_report_file: str = "/run/hostmesh-apps/apps.json"
+    # issue 17: the node's DDNS updater status (exported in /metrics) and, on the
+    # primary, Prometheus' file_sd targets (file_sd.FileSdSettings, off when None)
+    ddns_status_file: str = "/var/lib/hostmesh-ddns/status.json"
+    file_sd: object | None = None
 
     @property
     def role(self) -> str:
@@ -516,7 +520,16 @@ def load(env: dict[str, str]) -> Config:
         max_connections=int(_number(env, "MAX_CONNECTIONS", 4096, minimum=16, integer=True)),
         apps_report=_bool(env, "APPS_REPORT", True),
         apps_report_file=_report_file(env),
+        ddns_status_file=(env.get("DDNS_STATUS_FILE") or "").strip()
+        or "/var/lib/hostmesh-ddns/status.json",
     )
+    from hostmesh.agent.file_sd import FileSdInvalid
+    from hostmesh.agent.file_sd import load_settings as load_file_sd_settings
+
+    try:
+        cfg.file_sd = load_file_sd_settings(env, is_primary)
+    except FileSdInvalid as exc:
+        raise ConfigError(str(exc)) from None
     from hostmesh.agent.dns_withdrawal import DnsConfigError, load_settings
 
     try:

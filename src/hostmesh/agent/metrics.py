@@ -10,6 +10,12 @@ tell it. A separate read-only token means Prometheus never holds the admin
 token, and the agents keep only its hash. Nothing in the metrics is a token,
 key or hash of one.
 
+Every agent (primary or secondary) also exports its node's DDNS updater status
+(`hostmesh ddns sync` writes it, see `hostmesh.dns.status`; `DDNS_STATUS_FILE`,
+default /var/lib/hostmesh-ddns/status.json), read at scrape time: no file (no
+updater on this node) means no `hostmesh_ddns_*` series at all, an unreadable or
+invalid one `hostmesh_ddns_status_ok 0` and one log line per distinct problem.
+
 Each agent has its own CollectorRegistry (several agents in one test process
 stay apart). On the primary, per-node series are read from the registry
 database at scrape time, so a node that is deleted disappears from them.
@@ -18,6 +24,7 @@ database at scrape time, so a node that is deleted disappears from them.
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -25,6 +32,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from hostmesh import __version__
+from hostmesh.dns import status as ddns_status
+
+log = logging.getLogger("hostmesh.agent")
 
 STATUSES = ("online", "offline", "unreachable")
 STAT_GAUGES = (("cpu_percent", "CPU busy since the node's previous heartbeat (0-100)"),
@@ -80,6 +90,47 @@ class NodeCollector:
         yield from (status, age, failures, primary, counts, *stats.values())
 
 
+class DdnsStatusCollector:
+    """This node's DDNS updater, from its status file at scrape time."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.problem: str | None = None
+
+    def collect(self):
+        try:
+            doc = ddns_status.read(self.path)
+        except FileNotFoundError:
+            self.problem = None
+            return
+        except (OSError, ddns_status.StatusInvalid) as exc:
+            reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
+            if reason != self.problem:  # once per distinct problem, not every scrape
+                log.warning("ddns status unreadable file=%s reason=%s; hostmesh_ddns_* "
+                            "metrics left out until the next good run of hostmesh ddns sync",
+                            self.path, " ".join(reason.split())[:200])
+            self.problem = reason
+            yield GaugeMetricFamily("hostmesh_ddns_status_ok", "1 when this node's DDNS "
+                                    "updater status file was read, 0 when it is invalid",
+                                    value=0.0)
+            return
+        if self.problem is not None:
+            log.info("ddns status readable again file=%s", self.path)
+        self.problem = None
+        yield GaugeMetricFamily("hostmesh_ddns_status_ok", "1 when this node's DDNS updater "
+                                "status file was read, 0 when it is invalid", value=1.0)
+        yield GaugeMetricFamily("hostmesh_ddns_last_attempt_timestamp_seconds",
+                                "when this node's DDNS updater last ran (Unix time)",
+                                value=doc["last_attempt"])
+        if doc["last_success"] is not None:
+            yield GaugeMetricFamily("hostmesh_ddns_last_success_timestamp_seconds",
+                                    "when this node's DDNS updater last succeeded (Unix time)",
+                                    value=doc["last_success"])
+        yield GaugeMetricFamily("hostmesh_ddns_consecutive_failures",
+                                "failed runs of this node's DDNS updater in a row",
+                                value=float(doc["consecutive_failures"]))
+
+
 class Metrics:
     def __init__(self, cfg, registry=None):
         self.registry = CollectorRegistry(auto_describe=False)
@@ -113,6 +164,8 @@ class Metrics:
             self.checks.labels(result)
         if registry is not None:
             self.registry.register(NodeCollector(registry))
+        self.registry.register(DdnsStatusCollector(
+            getattr(cfg, "ddns_status_file", "/var/lib/hostmesh-ddns/status.json")))
 
     def observe_check(self, ok: bool, duration_ms: float) -> None:
         self.checks.labels("ok" if ok else "failed").inc()

@@ -59,7 +59,9 @@ def _version() -> str:
 
 
 async def _primary_duties(api: AgentAPI) -> None:
-    duties = [api.checker.run(), _primary_routing(api)]
+    from hostmesh.agent import file_sd
+
+    duties = [api.checker.run(), _primary_routing(api), file_sd.run(api)]
     if api.cfg.dns is not None:
         from hostmesh.agent.dns_withdrawal import DnsWithdrawal
 

@@ -9,15 +9,26 @@ in that directory:
   must be for exactly those names;
 - a file is read without following a symlink, at most 128 KiB, and checked from
   scratch (JSON shape, version = the chain's hash, the key belongs to the leaf);
-- a set whose installed certificate ends later than the offered one keeps it;
+- who signed it (``hostmesh.tls.trust``): the leaf must lead up to a root of the
+  system store or of ``--trusted-roots FILE``, be valid now and end at most
+  ``trust.MAX_DAYS_AHEAD`` days from now; anything else is refused, so a pair an
+  agent account made itself is never served;
+- a set whose installed certificate passes the same check and ends later than the
+  offered one keeps it (an installed pair that fails the check is replaced);
 - then ``hostmesh.tls.deploy.update`` installs it: the key 0600 and the chain
   owned by ``--owner`` (Traefik's user), ``hostmesh-tls.yml`` replaced last in one
   rename (paths only), other sets left as they are. Traefik reloads; no restart.
 
 Exit codes: 0 every bundle installed or already current, 1 a bundle was refused
-(an ERROR line says which and why, never its content), 2 bad arguments.
-Also ``status``: print the installed sets as JSON (version, serial, not_after),
-which the tls role reads to keep a newer certificate than the one it carries.
+(an ERROR line says which and why, never its content; nothing of it is written and
+the current pair keeps serving), 2 bad arguments or an unusable roots file.
+
+``status``: print the installed sets as JSON (version, serial, not_after; with
+``--set``, whether each passes the check: ``trusted``, ``refused``), which the tls
+role reads to keep a newer certificate than the one it carries only when it is
+trusted. ``verify --issuer-state-dir DIR``: the same check on the issuer's current
+pair of each ``--set`` (JSON; exit 1 when one fails), which the role runs on the
+primary before it turns agent sync on.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ import logging
 import sys
 from pathlib import Path
 
-from hostmesh.tls import bundle, deploy
+from hostmesh.tls import bundle, deploy, trust
 
 log = logging.getLogger("hostmesh.tls")
 
@@ -45,8 +56,18 @@ def _sets(values: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _trusted(pair: deploy.Pair, names: list[str], roots: str) -> dict | None:
+    """The check's answer for an installed pair, or None when it fails (logged)."""
+    try:
+        return trust.verify(pair.cert.read_bytes(), pair.key.read_bytes(), names, roots=roots)
+    except (OSError, bundle.BundleError) as exc:
+        log.warning("the installed certificate of %s fails the check (%s): a trusted one "
+                    "replaces it", pair.name, exc)
+        return None
+
+
 def install(inbox: Path, tls_dir: Path, dynamic_dir: Path, sets: dict[str, list[str]],
-            owner: tuple[int, int] | None) -> int:
+            owner: tuple[int, int] | None, roots: str = "") -> int:
     refused = 0
     sources: dict[str, tuple[bytes, bytes]] = {}
     current = deploy.installed(tls_dir, dynamic_dir)
@@ -56,23 +77,29 @@ def install(inbox: Path, tls_dir: Path, dynamic_dir: Path, sets: dict[str, list[
             continue
         try:
             got = bundle.read_file(path, name, names)
+            if name in current and current[name].serial == got["version"]:
+                continue
+            chain, key = got["fullchain"].encode("ascii"), got["key"].encode("ascii")
+            trust.verify(chain, key, names, roots=roots)
         except bundle.BundleError as exc:
-            log.error("refused %s: %s; the current certificate keeps serving", path, exc)
+            log.error("refused %s: %s; nothing was installed, the current certificate keeps "
+                      "serving", path, exc)
             refused += 1
             continue
-        if name in current and current[name].serial == got["version"]:
-            continue
-        sources[name] = (got["fullchain"].encode("ascii"), got["key"].encode("ascii"))
+        served = current.get(name)
+        if served is not None:
+            mine = _trusted(served, names, roots)
+            if mine is not None and mine["not_after"] > got["not_after"]:
+                log.warning("kept the installed certificate of %s: it ends later than the one "
+                            "in the inbox", name)
+                continue
+        sources[name] = (chain, key)
     for other in sorted(p.name for p in inbox.glob("*.json") if p.stem not in sets):
         log.warning("ignored %s: not one of the configured sets (%s)", other,
                     ", ".join(sorted(sets)))
     if sources:
-        changed, kept = deploy.update(sources, tls_dir, dynamic_dir, owner=owner,
-                                      newer_only=True)
-        for name in kept:
-            log.warning("kept the installed certificate of %s: it ends later than the one "
-                        "in the inbox", name)
-        for name in sorted(set(sources) - set(kept)):
+        changed, _kept = deploy.update(sources, tls_dir, dynamic_dir, owner=owner)
+        for name in sorted(sources):
             log.info("installed %s version %s for Traefik (%s)", name,
                      bundle.version_of(sources[name][0]), dynamic_dir)
         if not changed:
@@ -80,7 +107,8 @@ def install(inbox: Path, tls_dir: Path, dynamic_dir: Path, sets: dict[str, list[
     return 1 if refused else 0
 
 
-def status(tls_dir: Path, dynamic_dir: Path) -> dict:
+def status(tls_dir: Path, dynamic_dir: Path, sets: dict[str, list[str]] | None = None,
+           roots: str = "") -> dict:
     out = {}
     for name, pair in sorted(deploy.installed(tls_dir, dynamic_dir).items()):
         try:
@@ -89,6 +117,32 @@ def status(tls_dir: Path, dynamic_dir: Path) -> dict:
             continue
         out[name] = {"version": pair.serial, "serial": info["serial"],
                      "not_after": info["not_after"]}
+        if sets is not None:
+            out[name].update(_verdict(pair.cert, pair.key, sets.get(name), roots))
+    return out
+
+
+def _verdict(cert: Path, key: Path, names: list[str] | None, roots: str) -> dict:
+    if names is None:
+        return {"trusted": False, "refused": "not one of the sets given"}
+    try:
+        trust.verify(cert.read_bytes(), key.read_bytes(), names, roots=roots)
+    except OSError as exc:
+        return {"trusted": False, "refused": f"cannot read the pair: {exc.strerror}"}
+    except bundle.BundleError as exc:
+        return {"trusted": False, "refused": str(exc)}
+    return {"trusted": True}
+
+
+def verify_issued(state_dir: Path, sets: dict[str, list[str]], roots: str) -> dict:
+    """The check on the issuer's current pair of each set (``<state>/certs/<set>/current``);
+    a set the issuer has no pair of yet is left out."""
+    out = {}
+    for name, names in sorted(sets.items()):
+        cur = state_dir / "certs" / name / "current"
+        if not (cur / "fullchain.pem").is_file():
+            continue
+        out[name] = _verdict(cur / "fullchain.pem", cur / "privkey.pem", names, roots)
     return out
 
 
@@ -107,28 +161,44 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     inst = sub.add_parser("install", help="install the pairs the agent left in the inbox")
     inst.add_argument("--inbox", required=True, help="the agent's TLS_INBOX_DIR")
-    inst.add_argument("--set", action="append", default=[], dest="sets",
-                      help="NAME=name1,name2: a set this node serves (repeat)")
     inst.add_argument("--owner", help="owner of the installed pairs (Traefik's user)")
     st = sub.add_parser("status", help="print the installed sets as JSON")
+    ver = sub.add_parser("verify", help="check the issuer's current pairs (JSON; exit 1 when "
+                                        "one fails)")
+    ver.add_argument("--issuer-state-dir", required=True, help="the issuer's --state-dir")
+    for p in (inst, st, ver):
+        p.add_argument("--set", action="append", default=[], dest="sets",
+                       help="NAME=name1,name2: a set this node serves (repeat)")
+        p.add_argument("--trusted-roots", metavar="FILE",
+                       help="PEM roots trusted besides the system store ('-': standard input)")
     for p in (inst, st):
         p.add_argument("--tls-dir", required=True)
         p.add_argument("--dynamic-dir", required=True)
     args = parser.parse_args(argv)
-    if args.command == "status":
-        print(json.dumps(status(Path(args.tls_dir), Path(args.dynamic_dir)), sort_keys=True))
-        return 0
     try:
         sets = _sets(args.sets)
+        roots = trust.read_roots(args.trusted_roots)
+        if args.command == "status":
+            print(json.dumps(status(Path(args.tls_dir), Path(args.dynamic_dir),
+                                    sets if sets else None, roots), sort_keys=True))
+            return 0
         if not sets:
             raise ValueError("no --set given: name the sets this node may install")
+        if args.command == "verify":
+            out = verify_issued(Path(args.issuer_state_dir), sets, roots)
+            print(json.dumps(out, sort_keys=True))
+            for name, verdict in out.items():
+                if not verdict["trusted"]:
+                    log.error("the issuer's certificate of %s fails the check: %s", name,
+                              verdict["refused"])
+            return 0 if all(v["trusted"] for v in out.values()) else 1
         owner = None
         if args.owner:
             import pwd
 
             entry = pwd.getpwnam(args.owner)
             owner = (entry.pw_uid, entry.pw_gid)
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, trust.RootsError) as exc:
         log.error("bad arguments: %s; nothing was installed", exc)
         return 2
     inbox = Path(args.inbox)
@@ -136,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         # the inbox changed while this ran (another set arrived): look again, a few times
         for _round in range(3):
             before = _mtime(inbox)
-            rc = install(inbox, Path(args.tls_dir), Path(args.dynamic_dir), sets, owner)
+            rc = install(inbox, Path(args.tls_dir), Path(args.dynamic_dir), sets, owner, roots)
             if _mtime(inbox) == before:
                 break
         return rc

@@ -16,6 +16,9 @@ would see it:
 - playbooks/tls.yml afterwards keeps the new certificate (one cleanup change per
   node), then changed=0, and `--check --diff` changes nothing and shows no key;
 - from node2, the primary's certificate endpoint answers 401 to a wrong key;
+- a pair the agent account on node3 makes itself (self-signed, the right names,
+  ending in 100 years) is refused by the installer (journal), nothing changes, node3
+  keeps serving the issued certificate (security review F1);
 - no private key in any agent's or the installer's journal.
 Prints `name: value unit` lines, exits 0 when every check holds; removes the lab
 (HOSTMESH_KEEP_LAB=1 keeps it).
@@ -42,7 +45,7 @@ from sitelab import changed_tasks, recap, run_playbook, ssh_dir, write_inventory
 
 LAB = Lab(prefix="tlssync-", network="hostmesh-tlssync", subnet="10.231.35.0/24")
 HOST = "whoami.lab.test"
-SYNC: list[str] = ["-e", "tls_agent_sync=true"]  # opt-in (docs/status/15.md)
+SYNC: list[str] = []  # agent sync is on by default (tls_agent_sync)
 
 
 def check(condition, what):
@@ -81,6 +84,38 @@ def export_doc(node: str = "node1") -> dict:
 def inbox_version(node: str) -> str:
     raw = node_exec(node, "cat", "/var/lib/hostmesh/tls-inbox/lab.test.json")
     return json.loads(raw)["version"] if raw else ""
+
+
+def hostile_pair(root: str, served: str) -> None:
+    """The agent account on node3 drops its own pair in its inbox (security review F1)."""
+    sys.path.insert(0, str(ROOT / "tests" / "integration" / "tls"))
+    from tls_hostile import self_signed
+
+    from hostmesh.tls import bundle
+
+    roots = node_exec("node3", "stat", "-c", "%a %U", "/etc/traefik/tls/trusted-roots.pem")
+    check(roots == "644 root", f"node3: trusted-roots.pem is {roots}")
+    before = node_exec("node3", "ls", "/etc/traefik/tls")
+    doc = bundle.dumps(bundle.make("lab.test", *self_signed(36500)))
+    since = node_exec("node3", "date", "+%Y-%m-%d %H:%M:%S")
+    subprocess.run(["docker", "exec", "-i", "-u", "hostmesh", LAB.container("node3"), "sh", "-c",
+                    ("cd /var/lib/hostmesh/tls-inbox && mkdir -p .staging && "
+                     "cat > .staging/lab.test.json && mv .staging/lab.test.json lab.test.json")],
+                   input=doc, check=True,
+                   timeout=60)
+
+    def refused() -> str:
+        journal = node_exec("node3", "journalctl", "-u", "hostmesh-tls-install.service",
+                            "--since", since, "--no-pager")
+        return journal if "refused" in journal else ""
+
+    journal = wait(refused, 30, "node3's installer refusing the agent's own pair")
+    check("more than 400 days" in journal and "keeps serving" in journal,
+          f"node3: installer journal:\n{journal}")
+    time.sleep(2)
+    check(node_exec("node3", "ls", "/etc/traefik/tls") == before, "node3: files changed")
+    check(serial("node3", root) == served, "node3 no longer serves the issued certificate")
+    print("lab_agent_sync_hostile_pair_refused: 1 refused")
 
 
 def scenario(inventory: Path, root: str) -> None:
@@ -158,6 +193,8 @@ def scenario(inventory: Path, root: str) -> None:
     check(changed == 0, f"--check --diff changed: {changed_tasks(checked.stdout)}")
     for proc in (first, again, third, checked):
         check("PRIVATE KEY" not in proc.stdout + proc.stderr, "a key in the playbook output")
+
+    hostile_pair(root, new)
 
     node_id = node_exec("node2", "cat", "/var/lib/hostmesh/node_id")
     primary_url = next(ln.split("=", 1)[1] for ln in node_exec(

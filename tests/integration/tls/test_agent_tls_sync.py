@@ -6,7 +6,8 @@ DNS, the issuer run as the real `hostmesh acme renew` command, a real primary ag
 heartbeating every second, a real Traefik on one secondary under continuous HTTPS
 load (verified against pebble's root), and the root-run installer
 (`python -m hostmesh.tls.node install`) on the other secondary's inbox, as its
-systemd path unit starts it.
+systemd path unit starts it, trusting pebble's root as the tls role makes it
+(`--trusted-roots`): it refuses a pair the agent account made itself.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ import pytest
 
 from hostmesh.tls import bundle, deploy
 from tests.cloudflare_server.harness import CloudflareServer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tls_hostile import self_signed
 
 ROOT = Path(__file__).resolve().parents[3]
 for sub in ("scripts", "bench", "tests/integration/agent"):
@@ -116,9 +120,12 @@ def install_inbox(world) -> subprocess.CompletedProcess:
     """What hostmesh-tls-install.service runs (as root) when the inbox changes."""
     node3 = world["work"] / "node3-traefik"
     (node3 / "dynamic").mkdir(parents=True, exist_ok=True)
+    roots = world["work"] / "trusted-roots.pem"  # what the tls role writes: pebble's root
+    roots.write_text(world["pebble"].root_pem())
     return subprocess.run(
         [sys.executable, "-m", "hostmesh.tls.node", "install", "--inbox", str(world["inbox"]),
-         "--tls-dir", str(node3 / "tls"), "--dynamic-dir", str(node3 / "dynamic"), *SETS],
+         "--tls-dir", str(node3 / "tls"), "--dynamic-dir", str(node3 / "dynamic"), *SETS,
+         "--trusted-roots", str(roots)],
         capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -145,6 +152,17 @@ def test_secondaries_take_the_current_certificate_at_their_first_heartbeats(worl
     proc = install_inbox(world)
     assert proc.returncode == 0, proc.stderr
     node3 = world["work"] / "node3-traefik"
+    assert deploy.installed(node3 / "tls", node3 / "dynamic")["lab.test"].serial == version
+    # a compromised agent account drops its own pair for the right names, ending in 100
+    # years (security review F1): refused, nothing written, the issued pair keeps serving
+    before = sorted(p.name for p in (node3 / "tls").iterdir())
+    bundle.write_file(inbox_file, bundle.make("lab.test", *self_signed(36500)))
+    proc = install_inbox(world)
+    assert proc.returncode == 1 and "refused" in proc.stderr and "400 days" in proc.stderr
+    bundle.write_file(inbox_file, bundle.make("lab.test", *self_signed(90)))
+    proc = install_inbox(world)
+    assert proc.returncode == 1 and "self-signed certificate" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in (node3 / "tls").iterdir()) == before
     assert deploy.installed(node3 / "tls", node3 / "dynamic")["lab.test"].serial == version
 
 

@@ -47,7 +47,13 @@ def render(name: str, **overrides) -> str:
 
 
 def agent_jobs(config: dict) -> list[dict]:
-    return [job for job in config["scrape_configs"] if job["job_name"] != "traefik"]
+    return [job for job in config["scrape_configs"]
+            if job["job_name"] not in ("traefik", "hostmesh_agent_discovered")]
+
+
+def job(config: dict, name: str) -> dict:
+    (found,) = [j for j in config["scrape_configs"] if j["job_name"] == name]
+    return found
 
 
 def test_every_agent_is_scraped_with_its_own_nodes_token_file_only():
@@ -106,7 +112,7 @@ def test_traefik_scraping_can_be_left_out_and_ports_follow_the_other_roles():
             prometheus_credentials_prefix="/srv/tokens/m-",
         )
     )
-    assert len(config["scrape_configs"]) == len(TARGETS)
+    assert len(config["scrape_configs"]) == len(TARGETS) + 1  # + hostmesh_agent_discovered
     assert all(job["job_name"].startswith("hostmesh_agent_") for job in config["scrape_configs"])
     first = config["scrape_configs"][0]
     assert first["static_configs"][0]["targets"] == ["10.50.0.1:9999"]
@@ -125,6 +131,8 @@ def test_rules_keep_prometheus_templates_and_use_the_settings():
         "HostmeshNodeOffline",
         "HostmeshScrapeFailing",
         "HostmeshDnsUpdatesFailing",
+        "HostmeshNodeNotScraped",
+        "HostmeshDdnsUpdaterFailing",
         "HostmeshCertificateExpiring",
     }
     offline = rules["HostmeshNodeOffline"]
@@ -138,7 +146,71 @@ def test_rules_keep_prometheus_templates_and_use_the_settings():
         "traefik_tls_certs_not_after - time() < 7 * 86400"
     )
     assert "[15m]" in rules["HostmeshDnsUpdatesFailing"]["expr"]
-    assert rules["HostmeshScrapeFailing"]["expr"] == "up == 0"
+    # a discovered agent without a token is HostmeshNodeNotScraped's, not this one's
+    assert rules["HostmeshScrapeFailing"]["expr"] == 'up{job!="hostmesh_agent_discovered"} == 0'
+    assert rules["HostmeshNodeNotScraped"]["expr"] == 'up{job="hostmesh_agent_discovered"} == 0'
+    assert rules["HostmeshNodeNotScraped"]["for"] == "5m"
+    assert "run playbooks/prometheus.yml" in rules["HostmeshNodeNotScraped"]["annotations"][
+        "description"]
+
+
+def test_the_ddns_updater_rule_uses_the_agents_series_and_the_settings():
+    """promtool test rules runs this rule on synthetic series in the site lab drill
+    (tests/integration/site/test_site_prometheus.py, RULE_TESTS)."""
+    text = render("hostmesh-rules.yml.j2", prometheus_ddns_max_failures=5,
+                  prometheus_ddns_success_max_age=900)
+    rules = {r["alert"]: r for r in yaml.safe_load(text)["groups"][0]["rules"]}
+    ddns = rules["HostmeshDdnsUpdaterFailing"]
+    assert ddns["expr"] == (
+        "hostmesh_ddns_consecutive_failures >= 5"
+        " or time() - hostmesh_ddns_last_success_timestamp_seconds > 900"
+        " or hostmesh_ddns_status_ok == 0")
+    assert ddns["labels"] == {"severity": "warning"}
+    assert ddns["annotations"]["summary"] == "the DDNS updater on {{ $labels.instance }} is failing"
+    assert ddns["annotations"]["description"].startswith(
+        "5 or more failed runs in a row, no success for 900 s")
+    assert "for" not in ddns  # the failure count is the hysteresis
+
+
+def test_nodes_of_the_registry_come_from_the_primarys_file_sd():
+    targets = [*TARGETS, {"name": "web.1", "agent": "10.50.0.4", "traefik": "10.50.0.4"}]
+    config = yaml.safe_load(render("prometheus.yml.j2", _prometheus_targets=targets))
+    discovered = job(config, "hostmesh_agent_discovered")
+    assert discovered["file_sd_configs"] == [
+        {"files": ["/var/lib/hostmesh-prometheus-sd/agents.json"]}]
+    # no token: it would go to a node nobody vouched for (HostmeshNodeNotScraped says so)
+    assert "authorization" not in discovered and "static_configs" not in discovered
+    # the inventory's nodes keep their own job (with their token): dropped here,
+    # names matched literally
+    assert discovered["relabel_configs"] == [
+        {"source_labels": ["instance"], "regex": "(node1|node2|node3|web\\.1)",
+         "action": "drop"}]
+    traefik = job(config, "traefik")
+    assert traefik["file_sd_configs"] == [
+        {"files": ["/var/lib/hostmesh-prometheus-sd/traefik.json"]}]
+    # only file_sd targets have __meta_filepath: the static ones are never dropped
+    assert traefik["relabel_configs"] == [
+        {"source_labels": ["__meta_filepath", "instance"],
+         "regex": ".+;(node1|node2|node3|web\\.1)", "action": "drop"}]
+    assert len(traefik["static_configs"]) == len(targets)
+
+    off = yaml.safe_load(render("prometheus.yml.j2", prometheus_file_sd=False))
+    assert [j["job_name"] for j in off["scrape_configs"]] == [
+        "hostmesh_agent_node1", "hostmesh_agent_node2", "hostmesh_agent_node3", "traefik"]
+    assert "file_sd_configs" not in job(off, "traefik")
+    assert "relabel_configs" not in job(off, "traefik")
+
+
+@pytest.mark.parametrize(("scrape_traefik", "port_line"), [
+    (True, "Environment=PROMETHEUS_SD_TRAEFIK_PORT=8091"),
+    (False, "Environment=PROMETHEUS_SD_TRAEFIK_PORT="),
+])
+def test_the_agents_drop_in_names_the_directory_and_may_write_it(scrape_traefik, port_line):
+    text = render("hostmesh-agent-file-sd.conf.j2", prometheus_scrape_traefik=scrape_traefik,
+                  prometheus_traefik_port=8091, prometheus_file_sd_dir="/srv/sd")
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert lines == ["[Service]", "Environment=PROMETHEUS_SD_DIR=/srv/sd", port_line,
+                     "ReadWritePaths=-/srv/sd"]
 
 
 @pytest.mark.parametrize("url", ["", "https://hooks.example.org/x?token=abc"])

@@ -18,7 +18,7 @@ from hostmesh.tls import bundle, deploy, node
 from hostmesh.tls.agent import Source, load_settings, offered
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tls_pairs import pair
+from tls_pairs import CA, pair
 
 NAMES = ["lab.test", "*.lab.test"]
 
@@ -122,10 +122,13 @@ def inbox_with(tmp_path, docs: dict[str, object]) -> Path:
 
 def test_the_root_installer_installs_a_good_bundle_once(tmp_path):
     tls, dyn = layout(tmp_path)
-    chain, key = pair(NAMES)
+    ca = CA()
+    roots = tmp_path / "roots.pem"
+    roots.write_text(ca.root_pem)
+    chain, key = ca.issue(NAMES)
     inbox = inbox_with(tmp_path, {"lab.test": bundle.make("lab.test", chain, key)})
     args = ["install", "--inbox", str(inbox), "--tls-dir", str(tls), "--dynamic-dir", str(dyn),
-            "--set", "lab.test=lab.test,*.lab.test"]
+            "--set", "lab.test=lab.test,*.lab.test", "--trusted-roots", str(roots)]
     assert node.main(args) == 0
     pair_now = deploy.installed(tls, dyn)["lab.test"]
     assert pair_now.serial == bundle.version_of(chain)

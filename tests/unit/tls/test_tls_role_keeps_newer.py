@@ -1,10 +1,13 @@
-"""The tls role's distribution never puts an older certificate back (agent sync, issue 15).
+"""The tls role's distribution never puts an older certificate back (agent sync, issue 15),
+and keeps a node's pair only when it passes the installer's check (security review F1).
 
 The real ansible-playbook runs the role's distribute.yml on this machine (local
-connection, every path in a temporary directory): the issuer's current pair, then a
-newer pair installed the way a secondary's agent + root-run installer install it,
-then the role again. Also: a second run and --check --diff change nothing, and no key
-reaches the output; the role's new unit templates render.
+connection, every path in a temporary directory, a test CA's root as
+tls_trusted_roots): the issuer's current pair, then a newer pair installed the way a
+secondary's agent + root-run installer install it, then the role again. Also: a second
+run and --check --diff change nothing, and no key reaches the output; a self-signed
+pair a node serves is replaced by the issuer's; an issuer whose certificate no node
+would take stops the role with a message saying what to set.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pytest
 from hostmesh.tls import bundle, deploy
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tls_pairs import pair
+from tls_pairs import CA, pair
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
@@ -40,8 +43,13 @@ def issuer_state(state: Path, chain: bytes, key: bytes) -> None:
         "serial": info["serial"], "not_after": info["not_after"] + 0.5}}}))
 
 
+@pytest.fixture(scope="module")
+def ca():
+    return CA()
+
+
 @pytest.fixture
-def site(tmp_path):
+def site(tmp_path, ca):
     state, tls, dyn = tmp_path / "acme", tmp_path / "tls", tmp_path / "dynamic"
     dyn.mkdir()
     inv = tmp_path / "hosts.yml"
@@ -60,7 +68,7 @@ def site(tmp_path):
                  "tls_acme_zone": "lab.test", "tls_acme_state_dir": str(state),
                  "tls_dir": str(tls), "tls_traefik_dynamic_dir": str(dyn),
                  "tls_traefik_user": user, "tls_traefik_group": group,
-                 "tls_acme_venv": str(Path(sys.prefix))},
+                 "tls_acme_venv": str(Path(sys.prefix)), "tls_trusted_roots": ca.root_pem},
         "tasks": [{"name": "distribute", "ansible.builtin.import_role": {
             "name": "tls", "tasks_from": "distribute"}}]}]))
     return {"state": state, "tls": tls, "dyn": dyn, "inv": inv, "play": play}
@@ -82,15 +90,15 @@ def served(site) -> str:
     return deploy.installed(site["tls"], site["dyn"])["lab.test"].serial
 
 
-def test_the_role_keeps_a_newer_pair_the_agent_installed(site):
-    old = pair(NAMES, days=30)
+def test_the_role_keeps_a_newer_pair_the_agent_installed(site, ca):
+    old = ca.issue(NAMES, days=30)
     issuer_state(site["state"], *old)
     counts, out = run(site)
     assert counts["changed"] >= 1 and served(site) == bundle.version_of(old[0])
     counts, out = run(site)
     assert counts["changed"] == 0, out
     # a renewal the agent brought (the root-run installer's way of installing it)
-    new = pair(NAMES, days=60)
+    new = ca.issue(NAMES, days=60)
     changed, kept = deploy.update({"lab.test": new}, site["tls"], site["dyn"], newer_only=True)
     assert changed and not kept
     counts, out = run(site, "--check", "--diff")
@@ -110,8 +118,68 @@ def test_the_role_keeps_a_newer_pair_the_agent_installed(site):
     counts, out = run(site)
     assert counts["changed"] == 0 and served(site) == bundle.version_of(new[0]), out
     # and a newer issued one replaces it as before
-    newest = pair(NAMES, days=90)
+    newest = ca.issue(NAMES, days=90)
     issuer_state(site["state"], *newest)
     counts, out = run(site)
     assert counts["changed"] >= 1 and served(site) == bundle.version_of(newest[0])
     assert "PRIVATE KEY" not in out
+
+
+def test_a_pair_the_node_serves_that_fails_the_check_is_replaced(site, ca):
+    issued = ca.issue(NAMES, days=60)
+    issuer_state(site["state"], *issued)
+    counts, out = run(site)
+    assert served(site) == bundle.version_of(issued[0])
+    # what a compromised agent account got served before the check: self-signed, right
+    # names, ending in 100 years; and one from another CA that ends later than the issuer's
+    for hostile in (pair(NAMES, days=36500), CA("rogue").issue(NAMES, days=90)):
+        deploy.install({"lab.test": hostile}, site["tls"], site["dyn"])
+        counts, out = run(site)
+        assert counts["changed"] >= 1 and served(site) == bundle.version_of(issued[0]), out
+        assert not (site["tls"] / f"lab.test-{bundle.version_of(hostile[0])}.crt").exists()
+        assert "PRIVATE KEY" not in out
+    counts, out = run(site)
+    assert counts["changed"] == 0, out
+
+
+def test_an_issuer_certificate_no_node_would_take_stops_the_role(site):
+    issuer_state(site["state"], *pair(NAMES, days=60))  # not from the trusted CA
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1",
+           "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(site["inv"]),
+                           str(site["play"])], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
+    assert proc.returncode == 2, proc.stdout
+    assert "self-signed certificate" in proc.stdout and "Set tls_trusted_roots" in proc.stdout
+    assert not site["tls"].exists() and not list(site["dyn"].iterdir())  # nothing handed out
+
+
+def test_the_installer_unit_reads_the_roots_file_the_role_writes(tmp_path, ca):
+    play = tmp_path / "render.yml"
+    out = tmp_path / "hostmesh-tls-install.service"
+    play.write_text(json.dumps([{
+        "hosts": "localhost", "gather_facts": False,
+        "vars_files": [str(ROOT / "roles/tls/defaults/main.yml"),
+                       str(ROOT / "roles/tls/vars/main.yml")],
+        "tasks": [
+            {"name": "render", "ansible.builtin.template": {
+                "src": str(ROOT / "roles/tls/templates/hostmesh-tls-install.service.j2"),
+                "dest": str(out), "mode": "0644"}},
+            {"name": "roots", "ansible.builtin.copy": {
+                "content": "{{ _tls_trusted_roots_text }}", "dest": str(tmp_path / "roots.pem"),
+                "mode": "0644"}}]}]))
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    extra = {"ansible_python_interpreter": sys.executable, "tls_acme_zone": "lab.test",
+             "tls_acme_certificates": [["lab.test", "*.lab.test"], ["Other.test"]],
+             "hostmesh_state_dir": str(tmp_path), "tls_trusted_roots": ca.root_pem}
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                           "-e", json.dumps(extra), str(play)],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    unit = out.read_text()
+    assert " --trusted-roots /etc/traefik/tls/trusted-roots.pem " in unit
+    assert "--set lab.test=lab.test,*.lab.test --set other.test=other.test" in unit
+    from hostmesh.tls import trust
+
+    roots = trust.read_roots(tmp_path / "roots.pem")
+    assert ca.root_pem.strip() in roots and roots.count("BEGIN CERTIFICATE") == 1
