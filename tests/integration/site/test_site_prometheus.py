@@ -15,6 +15,13 @@ network's gateway (the controller, as the lab's Cloudflare does). Then:
 - every node has its own metrics token, sent to that node alone: node2's token
   (which node2's agent receives at every scrape) is refused by the primary's
   /metrics (401), while the primary's own token is accepted there.
+- Prometheus follows the primary's registry: its agent writes the file_sd
+  targets (2750/640, the agent's user, Prometheus' group); a node created
+  through the admin API (not in the inventory) shows up as a discovered agent
+  and Traefik target without another playbook run, and leaves when deleted;
+- a node's DDNS updater status (three failed real `hostmesh ddns sync` runs on
+  node2) reaches the webhook as HostmeshDdnsUpdaterFailing for node2 through
+  node2's agent, and is resolved when the status file goes.
 The module leaves the cluster as it found it: Prometheus and Alertmanager
 stopped and disabled (`prometheus_enabled: false`), every node online.
 """
@@ -26,6 +33,7 @@ import json
 import subprocess
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sitedrill import LAB, docker, node_status, on_node, start_node, wait_for, wait_until_restored
@@ -74,6 +82,85 @@ tests:
           - exp_labels: {severity: warning, instance: node2, job: traefik, cn: lab.test, sans: "lab.test,*.lab.test", serial: "1"}
             exp_annotations:
               summary: "the certificate lab.test (serial 1) served by node2 ends in 9d 23h 59m 30s"
+  # The DDNS updaters (a run every 5 min) and a node that joined after prometheus.yml
+  - interval: 1m
+    input_series:
+      # node1 fine: a success every 5 minutes
+      - series: 'hostmesh_ddns_status_ok{instance="node1",job="hostmesh_agent"}'
+        values: '1x40'
+      - series: 'hostmesh_ddns_consecutive_failures{instance="node1",job="hostmesh_agent"}'
+        values: '0x40'
+      - series: 'hostmesh_ddns_last_success_timestamp_seconds{instance="node1",job="hostmesh_agent"}'
+        values: '0x4 300x4 600x4 900x4 1200x4 1500x4 1800x4 2100x4 2400x4'
+      # node2 fails from minute 1 on (its series end at 6m, its last success was at 0)
+      - series: 'hostmesh_ddns_status_ok{instance="node2",job="hostmesh_agent"}'
+        values: '1x40'
+      - series: 'hostmesh_ddns_consecutive_failures{instance="node2",job="hostmesh_agent"}'
+        values: '0 1 2 3 4 5 6'
+      - series: 'hostmesh_ddns_last_success_timestamp_seconds{instance="node2",job="hostmesh_agent"}'
+        values: '0x40'
+      # node3's timer stopped after its success at 0: only the age tells
+      - series: 'hostmesh_ddns_status_ok{instance="node3",job="hostmesh_agent"}'
+        values: '1x40'
+      - series: 'hostmesh_ddns_consecutive_failures{instance="node3",job="hostmesh_agent"}'
+        values: '0x40'
+      - series: 'hostmesh_ddns_last_success_timestamp_seconds{instance="node3",job="hostmesh_agent"}'
+        values: '0x40'
+      # node4's status file turns invalid at 1m (the series ends at 2m)
+      - series: 'hostmesh_ddns_status_ok{instance="node4",job="hostmesh_agent"}'
+        values: '1 0 0'
+      # node5 registered after prometheus.yml: discovered, its agent refuses
+      - series: 'up{instance="node5",job="hostmesh_agent_discovered"}'
+        values: '0x10'
+    alert_rule_test:
+      - eval_time: 0m
+        alertname: HostmeshDdnsUpdaterFailing
+        exp_alerts: []
+      - eval_time: 2m
+        alertname: HostmeshDdnsUpdaterFailing
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: node4, job: hostmesh_agent}
+            exp_annotations:
+              summary: "the DDNS updater on node4 is failing"
+              description: "3 or more failed runs in a row, no success for 1800 s, or an invalid status file. On that node: journalctl -u hostmesh-ddns.service, and last_error in /var/lib/hostmesh-ddns/status.json"
+      - eval_time: 3m
+        alertname: HostmeshDdnsUpdaterFailing
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: node2, job: hostmesh_agent}
+            exp_annotations:
+              summary: "the DDNS updater on node2 is failing"
+              description: "3 or more failed runs in a row, no success for 1800 s, or an invalid status file. On that node: journalctl -u hostmesh-ddns.service, and last_error in /var/lib/hostmesh-ddns/status.json"
+          - exp_labels: {severity: warning, instance: node4, job: hostmesh_agent}
+            exp_annotations:
+              summary: "the DDNS updater on node4 is failing"
+              description: "3 or more failed runs in a row, no success for 1800 s, or an invalid status file. On that node: journalctl -u hostmesh-ddns.service, and last_error in /var/lib/hostmesh-ddns/status.json"
+      - eval_time: 30m
+        alertname: HostmeshDdnsUpdaterFailing
+        exp_alerts: []
+      - eval_time: 31m
+        alertname: HostmeshDdnsUpdaterFailing
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: node2, job: hostmesh_agent}
+            exp_annotations:
+              summary: "the DDNS updater on node2 is failing"
+              description: "3 or more failed runs in a row, no success for 1800 s, or an invalid status file. On that node: journalctl -u hostmesh-ddns.service, and last_error in /var/lib/hostmesh-ddns/status.json"
+          - exp_labels: {severity: warning, instance: node3, job: hostmesh_agent}
+            exp_annotations:
+              summary: "the DDNS updater on node3 is failing"
+              description: "3 or more failed runs in a row, no success for 1800 s, or an invalid status file. On that node: journalctl -u hostmesh-ddns.service, and last_error in /var/lib/hostmesh-ddns/status.json"
+      - eval_time: 4m
+        alertname: HostmeshNodeNotScraped
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: HostmeshNodeNotScraped
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: node5, job: hostmesh_agent_discovered}
+            exp_annotations:
+              summary: "node5 is in the primary's registry but its agent is not scraped"
+              description: "Prometheus has no metrics token for it (it joined after playbooks/prometheus.yml ran, or is not in the inventory): add it to the inventory and run playbooks/prometheus.yml."
+      - eval_time: 6m
+        alertname: HostmeshScrapeFailing
+        exp_alerts: []
 """
 
 
@@ -171,6 +258,56 @@ EOF
 """
 
 
+# A call to the primary's admin API on its loopback, the admin token read from stdin
+ADMIN_CALL = """read -r t
+curl -s -m 10 -o /dev/null -w '%{http_code}' -X "$1" -H @- -H 'Content-Type: application/json' \\
+  --data-binary "$2" "http://127.0.0.1:8080$3" <<EOF
+Authorization: Bearer $t
+EOF
+"""
+SD_DIR = "/var/lib/hostmesh-prometheus-sd"
+LATE_ID = "6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+LATE = {"id": LATE_ID, "name": "late-node", "api_endpoint": "http://10.50.0.250:8080",
+        "api_key": "7" * 64, "wireguard_ip": "10.50.0.250"}
+DDNS_STATUS = "/var/lib/hostmesh-ddns/status.json"
+# node2's real updater (the ddns role's unit, user and status directory) run three
+# times while the lab's detector is down: three failed runs in a row
+DDNS_FAILING = """for i in 1 2 3; do systemctl start hostmesh-ddns.service; done
+python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["consecutive_failures"])' \\
+  /var/lib/hostmesh-ddns/status.json
+"""
+
+
+def lab_trace(gateway: str, body: dict) -> None:
+    """Set the lab Cloudflare's detector (tests/cloudflare_server): {"down": true} or {}."""
+    request = urllib.request.Request(
+        f"http://{gateway}:8787/_hm/trace", data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+def admin_api(site, method: str, path: str, body: dict | None = None) -> str:
+    """HTTP status of an admin call to the primary's agent (token through stdin)."""
+    token = (site.inventory / ".hostmesh" / "secrets" / "admin_token").read_text().strip()
+    proc = subprocess.run(
+        ["docker", "exec", "-i", LAB.container("node1"), "sh", "-c", ADMIN_CALL, "sh", method,
+         json.dumps(body or {}), path],
+        input=token + "\n", capture_output=True, text=True, timeout=30, check=False)
+    return proc.stdout.strip()
+
+
+def all_targets() -> dict[str, str]:
+    data = prometheus_get("/api/v1/targets")["data"]["activeTargets"]
+    return {f"{t['labels']['job']}/{t['labels']['instance']}": t["scrapeUrl"] for t in data}
+
+
+def named_alert(hook: Webhook, name: str, instance: str, status: str, since: float):
+    for at, state, labels in hook.alerts(since):
+        if (labels.get("alertname"), labels.get("instance"), state) == (name, instance, status):
+            return at
+    return None
+
+
 def metrics_status(node: str, token: str) -> str:
     """HTTP status of GET /metrics on `node`'s agent (its loopback) with `token`;
     the token goes through stdin, never onto a command line."""
@@ -249,6 +386,81 @@ def test_prometheus_alerts_on_a_stopped_node(site):
             # the rules on synthetic series
             proc_rules = _promtool_test()
             assert "SUCCESS" in proc_rules, proc_rules
+
+            # Prometheus follows the primary's registry: file_sd from its agent
+            assert on_node("node1", "stat", "-c", "%a %U %G", SD_DIR) == "2750 hostmesh prometheus"
+            for name in ("agents.json", "traefik.json"):
+                assert on_node("node1", "stat", "-c", "%a %U %G", f"{SD_DIR}/{name}") == \
+                    "640 hostmesh prometheus", name
+            listed = json.loads(on_node("node1", "cat", f"{SD_DIR}/agents.json"))
+            assert {g["labels"]["instance"] for g in listed} == set(LAB.nodes)
+            # the inventory's nodes are not scraped twice (their discovered copies dropped)
+            assert set(all_targets()) == expected
+            late_targets = {"hostmesh_agent_discovered/late-node", "traefik/late-node"}
+            assert admin_api(site, "POST", "/api/nodes", LATE) == "201"
+            created = time.monotonic()
+            try:
+                seen = wait_for(
+                    lambda: late_targets <= set(all_targets()) and time.monotonic(),
+                    60, "late-node among Prometheus' targets", interval=0.5)
+                found = all_targets()
+                assert found["traefik/late-node"] == "http://10.50.0.250:8090/metrics"
+                assert found["hostmesh_agent_discovered/late-node"] == \
+                    "http://10.50.0.250:8080/metrics"
+            finally:
+                assert admin_api(site, "DELETE", f"/api/nodes/{LATE_ID}") == "204"
+            deleted = time.monotonic()
+            gone = wait_for(lambda: not late_targets & set(all_targets()) and time.monotonic(),
+                            60, "late-node gone from Prometheus' targets", interval=0.5)
+            assert set(all_targets()) == expected
+            print(f"prometheus drill: a node created in the registry is a target "
+                  f"{seen - created:.1f} s later and gone {gone - deleted:.1f} s after its "
+                  "deletion, without a playbook run")
+
+            # Every node's DDNS updater (the lab runs it every minute) records its
+            # runs for its agent: readable by the agent's group, written by the updater
+            for n in LAB.nodes:
+                assert on_node(n, "stat", "-c", "%a %U %G", "/var/lib/hostmesh-ddns") == \
+                    "2750 hostmesh-ddns hostmesh", n
+                assert on_node(n, "stat", "-c", "%a %U %G", DDNS_STATUS) == \
+                    "640 hostmesh-ddns hostmesh", n
+                assert '"consecutive_failures": 0' in on_node(
+                    n, "runuser", "-u", "hostmesh", "--", "cat", DDNS_STATUS)
+                refused = docker("exec", LAB.container(n), "runuser", "-u", "hostmesh", "--",
+                                 "sh", "-c", f": > {DDNS_STATUS}", check=False)
+                assert refused.returncode != 0, n  # the agent's user cannot write it
+            wait_for(lambda: {r["metric"]["instance"] for r in prometheus_get(
+                "/api/v1/query?query=hostmesh_ddns_last_success_timestamp_seconds")["data"][
+                "result"]} == set(LAB.nodes), 60, "every node's DDNS success in Prometheus")
+            assert named_alert(hook, "HostmeshDdnsUpdaterFailing", "node2", "firing", 0.0) is None
+
+            # node2's updater fails three times in a row: its agent exports it, the
+            # alert reaches the webhook; one good run resolves it
+            before = time.monotonic()
+            lab_trace(gateway, {"down": True})
+            try:
+                # 3, or 4 when node2's own timer ran in between
+                assert int(on_node("node2", "sh", "-c", DDNS_FAILING)) >= 3
+            finally:
+                lab_trace(gateway, {})
+            failed = time.monotonic()
+            ddns_fired = wait_for(
+                lambda: named_alert(hook, "HostmeshDdnsUpdaterFailing", "node2", "firing",
+                                    before), 90,
+                "HostmeshDdnsUpdaterFailing for node2 at the webhook", interval=0.5)
+            failing = prometheus_get(
+                "/api/v1/query?query=hostmesh_ddns_consecutive_failures%20%3E%3D%203")
+            assert [r["metric"]["instance"] for r in failing["data"]["result"]] == ["node2"]
+            on_node("node2", "systemctl", "start", "hostmesh-ddns.service")
+            recovered = time.monotonic()
+            assert '"consecutive_failures": 0' in on_node("node2", "cat", DDNS_STATUS)
+            ddns_resolved = wait_for(
+                lambda: named_alert(hook, "HostmeshDdnsUpdaterFailing", "node2", "resolved",
+                                    recovered), 150,
+                "HostmeshDdnsUpdaterFailing for node2 resolved", interval=1)
+            print(f"prometheus drill: DDNS updater alert at the webhook {ddns_fired - failed:.1f} s "
+                  f"after node2's third failed run; resolved {ddns_resolved - recovered:.1f} s "
+                  "after a good run")
 
             # a certificate near its end, served by node1's Traefik: Traefik's own
             # traefik_tls_certs_not_after carries it to HostmeshCertificateExpiring

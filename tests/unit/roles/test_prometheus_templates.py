@@ -11,6 +11,7 @@ listening on loopback.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ def render(name: str, **overrides) -> str:
         "inventory_dir": "/inv",
         "ansible_managed": "Ansible managed",
         "_prometheus_targets": TARGETS,
+        "groups": {"hostmesh_primary": ["node1"]},
         "hostmesh_cluster_name": "lab",
         **overrides,
     }
@@ -231,3 +233,30 @@ def test_both_services_listen_on_loopback_and_alertmanager_does_not_gossip():
     assert "--web.listen-address=127.0.0.1:9090 " in prometheus
     assert "--storage.tsdb.retention.time=15d" in prometheus
     assert '--web.listen-address=127.0.0.1:9093 --cluster.listen-address="' in alertmanager
+
+
+def test_series_only_the_primary_may_send_are_dropped_from_everyone_else():
+    """Every secondary may be hostile: its agent or Traefik could claim another node is
+    offline (hostmesh_node_status) or that DNS fails; a discovered node is trusted for
+    nothing but answering."""
+    config = yaml.safe_load(render("prometheus.yml.j2"))
+    drop_primary_only = [{"source_labels": ["__name__"],
+                          "regex": "hostmesh_(node_.*|nodes|dns_.*|health_check.*|heartbeats_total)",
+                          "action": "drop"}]
+    assert "metric_relabel_configs" not in job(config, "hostmesh_agent_node1")  # the primary
+    for name in ("node2", "node3"):
+        assert job(config, f"hostmesh_agent_{name}")["metric_relabel_configs"] == \
+            drop_primary_only
+    assert job(config, "traefik")["metric_relabel_configs"] == [
+        {"source_labels": ["__name__"], "regex": "hostmesh_.*", "action": "drop"}]
+    assert job(config, "hostmesh_agent_discovered")["metric_relabel_configs"] == [
+        {"source_labels": ["__name__"], "regex": ".+", "action": "drop"}]
+    # what a secondary's agent must keep sending: its own DDNS updater and info
+    pattern = re.compile(drop_primary_only[0]["regex"])
+    for kept in ("hostmesh_ddns_consecutive_failures", "hostmesh_ddns_status_ok",
+                 "hostmesh_agent_info", "hostmesh_ddns_last_success_timestamp_seconds"):
+        assert not pattern.fullmatch(kept), kept
+    for dropped in ("hostmesh_node_status", "hostmesh_nodes", "hostmesh_dns_failures_total",
+                    "hostmesh_health_checks_total", "hostmesh_heartbeats_total",
+                    "hostmesh_health_check_duration_seconds_bucket"):
+        assert pattern.fullmatch(dropped), dropped
