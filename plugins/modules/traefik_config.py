@@ -190,19 +190,36 @@ options:
     version_added: 0.1.0
   view_source:
     description:
-      - Write at O(path) the routes of this node for the agent's root-run installer instead
-        of Traefik's dynamic file itself (routing follows the primary's health view, issue 17).
-      - "The file is JSON with the keys C(hostmesh_routes) (format, V(1)), C(node), C(nodes)
-        (name to mesh address) and C(config) (the dynamic configuration).
+      - Write the routes of this node for the agent's root-run installer instead of Traefik's
+        dynamic file itself (routing follows the primary's health view, issue 17).
+      - "The routes file is JSON with the keys C(hostmesh_routes) (format, V(1)), C(node),
+        C(nodes) (name to mesh address) and C(config) (the dynamic configuration).
         C(python -m hostmesh.agent.routing install) renders Traefik's dynamic file from it
         without the servers of the peers the primary sees offline. Idempotence compares this
         file, never the rendered one, so the agent may change the peer lists at runtime while
         a second run reports no change."
-      - Requires O(services). Place O(path) outside the directory Traefik's file provider
-        watches, for example V(/etc/traefik/hostmesh-routes.json).
-    type: bool
+      - V(auto) follows the view where the node agent is installed (O(view_agent_python) is
+        executable on the node), so a node without the agent keeps plain routes.
+      - Requires O(services). The routes go to O(view_path) (or O(path) when O(view_path) is
+        not given); place it outside the directory Traefik's file provider watches, for
+        example V(/etc/traefik/hostmesh-routes.json).
+      - The result's RV(view_source) says which way was taken.
+    type: raw
     default: false
     version_added: 0.2.0
+  view_path:
+    description:
+      - Where the routes go when the view is followed. Given, the module also removes it when
+        the view is not followed, so the installer finds nothing to render, and O(path) is
+        then Traefik's dynamic file.
+    type: path
+    version_added: 0.3.0
+  view_agent_python:
+    description:
+      - The node agent's Python, whose presence turns O(view_source=auto) on.
+    type: path
+    default: /opt/hostmesh/venv/bin/python
+    version_added: 0.3.0
 notes:
   - Traefik's file provider must watch the directory of O(path) (C(watch=true)); the temporary
     file used for the atomic write ends in C(.tmp), which the provider ignores.
@@ -264,6 +281,11 @@ routers:
   type: list
   elements: str
   sample: ["http/whoami-mesh", "http/whoami-web", "http/whoami-websecure"]
+view_source:
+  description: Whether the routes were written for the agent's installer (the view is followed).
+  returned: success
+  type: bool
+  sample: true
 errors:
   description: Every validation problem found, each naming the offending service or router.
   returned: failure
@@ -272,7 +294,10 @@ errors:
   sample: ["service 'whoami': nodes node9 are not in the inventory (known: node1, node2, node3)"]
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.hostmesh.cluster.plugins.module_utils._atomic import (
     read_text,
     write_atomic,
@@ -318,6 +343,18 @@ def _build(params):
     return config, warnings
 
 
+def _view_source(module):
+    """view_source as a bool: auto is on where the agent's Python is on the node."""
+    value = module.params["view_source"]
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        agent = module.params["view_agent_python"]
+        return bool(agent) and os.access(agent, os.X_OK)
+    try:
+        return boolean(value, strict=True)
+    except TypeError:
+        module.fail_json(msg=f"view_source must be true, false or auto, got {value!r}")
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -346,7 +383,9 @@ def main():
             "api_host": {"type": "str"},
             "api_url": {"type": "str"},
             "extra": {"type": "dict"},
-            "view_source": {"type": "bool", "default": False},
+            "view_source": {"type": "raw", "default": False},
+            "view_path": {"type": "path"},
+            "view_agent_python": {"type": "path", "default": "/opt/hostmesh/venv/bin/python"},
         },
         mutually_exclusive=[("services", "config")],
         required_one_of=[("services", "config")],
@@ -354,7 +393,9 @@ def main():
         add_file_common_args=True,
         supports_check_mode=True,
     )
-    path = module.params["path"]
+    view = _view_source(module)
+    view_path = module.params["view_path"]
+    path = view_path if view and view_path else module.params["path"]
     try:
         config, warnings = _build(module.params)
         entrypoints = module.params["entrypoints"]
@@ -372,7 +413,7 @@ def main():
     for warning in warnings:
         module.warn(warning)
 
-    if module.params["view_source"]:
+    if view:
         if module.params["services"] is None:
             module.fail_json(msg="view_source needs services (the registry), not config",
                              path=path)
@@ -380,6 +421,14 @@ def main():
                           "nodes": module.params["nodes"], "config": config})
     else:
         content = render(config)
+    # Not following the view: the routes file goes first, so that the installer
+    # (hostmesh-routes.path, if it was set up before) finds nothing to render.
+    stale_routes = bool(not view and view_path and os.path.lexists(view_path))
+    if stale_routes and not module.check_mode:
+        try:
+            os.unlink(view_path)
+        except OSError as exc:
+            module.fail_json(msg=f"Cannot remove {view_path}: {exc}", path=view_path)
     before = read_text(path)
     changed = before != content
     if changed and not module.check_mode:
@@ -392,8 +441,9 @@ def main():
     if not module.check_mode or before is not None:
         changed = module.set_fs_attributes_if_different(file_args, changed)
     result = {
-        "changed": changed,
+        "changed": changed or stale_routes,
         "path": path,
+        "view_source": view,
         "config": config,
         "routers": sorted(
             f"{proto}/{name}"

@@ -41,7 +41,8 @@ def site(tmp_path):
             "source": conf / "hostmesh-routes.json"}
 
 
-def run(site, on: bool, services: dict, *extra: str) -> tuple[dict, str]:
+def run(site, on: bool | str, services: dict, *extra: str,
+        venv: str = sys.prefix) -> tuple[dict, str]:
     user = pwd.getpwuid(os.getuid()).pw_name
     group = grp.getgrgid(os.getgid()).gr_name
     play = site["tmp"] / "play.yml"
@@ -52,7 +53,7 @@ def run(site, on: bool, services: dict, *extra: str) -> tuple[dict, str]:
                  "traefik_dynamic_dir": str(site["conf"] / "dynamic"),
                  "traefik_group": group, "traefik_view_agent_user": user,
                  "traefik_view_agent_data_dir": str(site["agent"]),
-                 "traefik_view_agent_venv": sys.prefix},
+                 "traefik_view_agent_venv": venv},
         "tasks": [{"name": "routes", "ansible.builtin.import_role": {
             "name": "traefik", "tasks_from": "routes"}}]}]))
     env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1",
@@ -112,7 +113,7 @@ def test_the_role_and_the_agent_share_the_routes_without_fighting(site):
     assert peers(site, "solo-peers") == ["http://10.50.0.3:8000"]  # never emptied
     # off: the role writes Traefik's file itself again, every peer back
     counts, out = run(site, False, services)
-    assert counts["changed"] == 2, out  # the routes file removed, the dynamic file
+    assert counts["changed"] == 1, out  # one task: the routes file removed, the dynamic file
     assert not site["source"].exists()
     assert peers(site) == ["http://10.50.0.1:8000", "http://10.50.0.3:8000"]
     # the installer, if its path unit is still there, finds nothing to render
@@ -120,6 +121,28 @@ def test_the_role_and_the_agent_share_the_routes_without_fighting(site):
     assert peers(site) == ["http://10.50.0.1:8000", "http://10.50.0.3:8000"]
     counts, out = run(site, False, services)
     assert counts["changed"] == 0, out
+
+
+def test_auto_follows_the_view_where_the_node_agent_is_installed(site):
+    services = {"whoami": WHOAMI}
+    # no agent on the node (a consumer running Traefik alone): plain routes
+    counts, out = run(site, "auto", services, venv=str(site["tmp"] / "no-agent"))
+    assert counts["changed"] == 1, out
+    assert not site["source"].exists()
+    assert peers(site) == ["http://10.50.0.1:8000", "http://10.50.0.3:8000"]
+    # the agent's Python is there (site.yml installs it on every node): the view
+    counts, out = run(site, "auto", services)
+    assert counts["changed"] == 2, out  # the routes file, then the installer
+    assert json.loads(site["source"].read_text())["node"] == "node2"
+    agent_view(site, ["node3"])
+    assert peers(site) == ["http://10.50.0.1:8000"]
+    counts, out = run(site, "auto", services)
+    assert counts["changed"] == 0, out
+    # the agent goes away: the routes file goes, every peer is back
+    counts, out = run(site, "auto", services, venv=str(site["tmp"] / "no-agent"))
+    assert counts["changed"] == 1, out  # the routes file removed, the dynamic file
+    assert not site["source"].exists()
+    assert peers(site) == ["http://10.50.0.1:8000", "http://10.50.0.3:8000"]
 
 
 def test_the_installer_units_render():
