@@ -1,14 +1,14 @@
 """Health-aware DNS on the site lab (issue 17).
 
-site.yml again with `ddns_withdraw_offline: true`: only the primary gets the
+site.yml again (`ddns_withdraw_offline: true` is the default): only the primary gets the
 Cloudflare token (0600, the agent's user) and acts. Then, with the agent's
 default detection and hysteresis:
 - `docker stop` node3: offline in the dynamic inventory within 15 s, its
   records gone from the lab's Cloudflare within 45 s; `docker start`: back
   within 60 s;
 - node2 and node3 stopped (two of three): nothing is withdrawn.
-The module leaves the cluster as it found it: site.yml with the feature off
-(the token file removed), every node online and serving.
+Then site.yml with the feature off removes the primary's token file, and the
+module leaves the cluster converged as site.yml makes it, every node online and serving.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from sitedrill import (
 )
 from sitelab import recap, run_playbook
 
-ON = '{"ddns_withdraw_offline": true}'
+OFF = '{"ddns_withdraw_offline": false}'
 
 
 def records() -> list[dict]:
@@ -66,12 +66,12 @@ def logged_at(text: str, since: float) -> float:
 
 
 def test_offline_nodes_leave_dns_and_come_back(site):
-    proc, _ = run_playbook(site.inventory, "site.yml", "-e", ON, check=False)
+    proc, _ = run_playbook(site.inventory, "site.yml", check=False)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     try:
         # a second run changes nothing, and neither file shows the token in a diff
         again, _ = run_playbook(
-            site.inventory, "site.yml", "--tags", "ddns_configure", "--diff", "-e", ON, check=False
+            site.inventory, "site.yml", "--tags", "ddns_configure", "--diff", check=False
         )
         assert again.returncode == 0, again.stdout[-6000:]
         counts = recap(again.stdout)
@@ -173,7 +173,8 @@ def test_offline_nodes_leave_dns_and_come_back(site):
         )
         wait_until_restored()
     finally:
-        proc, _ = run_playbook(site.inventory, "site.yml", check=False)
+        proc, _ = run_playbook(site.inventory, "site.yml", "--tags", "ddns_configure",
+                               "-e", OFF, check=False)
         assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
         assert (
             on_node(
@@ -184,3 +185,5 @@ def test_offline_nodes_leave_dns_and_come_back(site):
             )
             == ""
         )
+        proc, _ = run_playbook(site.inventory, "site.yml", check=False)
+        assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
