@@ -18,9 +18,7 @@ Removes the lab afterwards (HOSTMESH_KEEP_LAB=1 keeps it).
 from __future__ import annotations
 
 import http.client
-import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,16 +28,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import lab_registry
-from lab import Lab, ensure_image
+from lab import Lab
 from lab_cloudflare import gateway_listen
-from sitelab import (
-    changed_tasks,
-    recap,
-    run_playbook,
-    ssh_dir,
-    stop_local_cloudflare,
-    write_inventory,
-)
+from sitelab import Drill, changed_count, changed_tasks, run_playbook, site_lab
 
 LAB = Lab(prefix="apps-bench-", network="hostmesh-apps-bench", subnet="10.231.16.0/24")
 HOST = "hello.lab.test"
@@ -112,19 +103,13 @@ class Load:
         return [r for r in self.results if r[1] != 200]
 
 
+DRILL = Drill("apps_rollout", LAB)
+check = DRILL.check
+
+
 def running(node: str) -> str:
-    import subprocess
-
-    return subprocess.run(
-        ["docker", "exec", LAB.container(node), "docker", "ps", "--filter",
-         "label=hostmesh.app=hello", "--format", "{{.Image}}"],
-        capture_output=True, text=True, check=False,
-    ).stdout.strip()
-
-
-def check(condition, what):
-    if not condition:
-        raise SystemExit(f"apps_rollout: {what}")
+    return DRILL.node_exec(node, "docker", "ps", "--filter", "label=hostmesh.app=hello",
+                           "--format", "{{.Image}}")
 
 
 def scenario(inventory: Path) -> None:
@@ -137,7 +122,7 @@ def scenario(inventory: Path) -> None:
     print(f"apps_deploy_seconds: {seconds:.1f} s")
 
     again, seconds = apps(inventory, services("1"))
-    changed = sum(r.get("changed", 0) for r in recap(again.stdout).values())
+    changed = changed_count(again.stdout)
     print(f"apps_noop_seconds: {seconds:.1f} s")
     print(f"apps_noop_changed_tasks: {changed} tasks")
     check(changed == 0, f"rerun changed: {changed_tasks(again.stdout)}")
@@ -170,12 +155,7 @@ def scenario(inventory: Path) -> None:
 
 
 def main() -> int:
-    ensure_image(quiet=True)
-    LAB.down()
-    with tempfile.TemporaryDirectory(prefix="hostmesh-apps-bench-") as tmp:
-        dest = Path(tmp) / "inventory"
-        LAB.up(ssh_dir=ssh_dir(dest))
-        inventory = write_inventory(LAB, dest)
+    with site_lab(LAB, "hostmesh-apps-bench-") as inventory:
         state = inventory / ".hostmesh"
         try:
             run_playbook(inventory, "site.yml")
@@ -186,9 +166,6 @@ def main() -> int:
             scenario(inventory)
         finally:
             lab_registry.stop(state)
-            stop_local_cloudflare(inventory)
-            if not os.environ.get("HOSTMESH_KEEP_LAB"):
-                LAB.down()
     return 0
 
 

@@ -7,6 +7,9 @@ known_hosts sit in the inventory's state dir (`ssh_dir(inventory)`):
 
     lab.up(ssh_dir=ssh_dir(tmp / "inventory"))
     inventory = write_inventory(lab, tmp / "inventory")
+
+or all of that, and the clean-up, with `site_lab(lab, prefix)`. A lab script
+checks with a `Drill` (its name in every failure, commands in its containers).
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab_cloudflare
-from lab import Lab
+from lab import Lab, ensure_image
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -113,6 +119,11 @@ def recap(stdout: str) -> dict[str, dict[str, int]]:
     return hosts
 
 
+def changed_count(stdout: str) -> int:
+    """How many task results reported a change, summed over the PLAY RECAP's hosts."""
+    return sum(r.get("changed", 0) for r in recap(stdout).values())
+
+
 def changed_tasks(stdout: str) -> list[str]:
     """`task name [host]` for every task that reported a change."""
     found, task = [], ""
@@ -127,3 +138,54 @@ def changed_tasks(stdout: str) -> list[str]:
 def stop_local_cloudflare(inventory: Path) -> None:
     """Stop the lab's local Cloudflare API server that write_inventory started."""
     lab_cloudflare.stop(inventory / ".hostmesh")
+
+
+@contextmanager
+def site_lab(lab: Lab, prefix: str) -> Iterator[Path]:
+    """A fresh `lab` and its inventory (in a temporary directory named `prefix`...),
+    with the lab's Cloudflare API started (write_inventory); yields the inventory.
+
+    Afterwards the API stops and the lab is removed (HOSTMESH_KEEP_LAB=1 keeps it),
+    also when starting the lab failed half way."""
+    ensure_image(quiet=True)
+    lab.down()
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        inventory = Path(tmp) / "inventory"
+        try:
+            lab.up(ssh_dir=ssh_dir(inventory))
+            write_inventory(lab, inventory)
+            yield inventory
+        finally:
+            stop_local_cloudflare(inventory)
+            if not os.environ.get("HOSTMESH_KEEP_LAB"):
+                lab.down()
+
+
+class Drill:
+    """What a lab script checks with: a failed check or a wait that times out ends
+    the script (SystemExit) with a message that starts with its `name`;
+    `node_exec` runs a command in a node's container of `lab`."""
+
+    def __init__(self, name: str, lab: Lab, interval: float = 0.3):
+        self.name, self.lab, self.interval = name, lab, interval
+
+    def check(self, condition, what: str) -> None:
+        if not condition:
+            raise SystemExit(f"{self.name}: {what}")
+
+    def node_exec(self, node: str, *cmd: str) -> str:
+        """`cmd`'s stdout in `node`'s container, stripped; its exit status is not checked."""
+        return subprocess.run(["docker", "exec", self.lab.container(node), *cmd],
+                              capture_output=True, text=True, check=False,
+                              timeout=300).stdout.strip()
+
+    def wait(self, predicate, timeout: float, what: str, interval: float | None = None):
+        """`predicate()`'s first true value, asked every `interval` s (the drill's
+        by default) for `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            last = predicate()
+            if last:
+                return last
+            time.sleep(self.interval if interval is None else interval)
+        raise SystemExit(f"{self.name}: timed out after {timeout} s waiting for {what}")

@@ -26,11 +26,9 @@ Prints `name: value unit` lines and exits 0 when every check holds; removes the 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,18 +36,19 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests" / "integration" / "inventory"))
 import lab_registry
-from lab import Lab, ensure_image
+from lab import Lab
 from lab_cloudflare import gateway_listen
+from livecluster import plain
 from sitelab import (
     VENV_BIN,
+    Drill,
     ansible_env,
+    changed_count,
     changed_tasks,
-    recap,
     run_playbook,
-    ssh_dir,
-    stop_local_cloudflare,
-    write_inventory,
+    site_lab,
 )
 
 LAB = Lab(prefix="apps-view-", network="hostmesh-apps-view", subnet="10.231.26.0/24")
@@ -60,16 +59,8 @@ LAB_SERVICES = yaml.safe_load(
 HELLO = {"hosts": ["hello.lab.test"], "port": 8082, "health_path": "/", "replicas": 2,
          "container": {"image": f"{REGISTRY}/{lab_registry.REPOSITORY}:1", "port": 8080,
                        "health_timeout": 20}}
-
-
-def check(condition, what):
-    if not condition:
-        raise SystemExit(f"lab_apps_view: {what}")
-
-
-def node_exec(node: str, *cmd: str) -> str:
-    return subprocess.run(["docker", "exec", LAB.container(node), *cmd], capture_output=True,
-                          text=True, check=False).stdout.strip()
+DRILL = Drill("lab_apps_view", LAB, interval=2)
+check, node_exec, wait = DRILL.check, DRILL.node_exec, DRILL.wait
 
 
 def apps(inventory: Path):
@@ -109,27 +100,6 @@ def inventory_list(config: Path) -> dict:
                           check=False, timeout=120)
     check(proc.returncode == 0, f"ansible-inventory failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout)
-
-
-def plain(value):
-    if isinstance(value, dict):
-        if set(value) == {"__ansible_unsafe"}:
-            return value["__ansible_unsafe"]
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
-
-
-def wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(2)
-    raise SystemExit(f"lab_apps_view: timed out waiting for {what}")
 
 
 def agent_groups(node: str) -> set[str]:
@@ -198,11 +168,11 @@ def scenario(inventory: Path) -> None:
     print("apps_view_inventory_group_hosts: 2 hosts")
 
     again, _ = apps(inventory)
-    changed = sum(r.get("changed", 0) for r in recap(again.stdout).values())
+    changed = changed_count(again.stdout)
     print(f"apps_view_rerun_changed_tasks: {changed} tasks")
     check(changed == 0, f"rerun changed: {changed_tasks(again.stdout)}")
     checked, _ = apps_check(inventory)
-    changed = sum(r.get("changed", 0) for r in recap(checked.stdout).values())
+    changed = changed_count(checked.stdout)
     print(f"apps_view_check_mode_changed_tasks: {changed} tasks")
     check(changed == 0, f"--check --diff changed: {changed_tasks(checked.stdout)}")
 
@@ -231,12 +201,7 @@ def scenario(inventory: Path) -> None:
 
 
 def main() -> int:
-    ensure_image(quiet=True)
-    LAB.down()
-    with tempfile.TemporaryDirectory(prefix="hostmesh-apps-view-") as tmp:
-        dest = Path(tmp) / "inventory"
-        LAB.up(ssh_dir=ssh_dir(dest))
-        inventory = write_inventory(LAB, dest)
+    with site_lab(LAB, "hostmesh-apps-view-") as inventory:
         state = inventory / ".hostmesh"
         try:
             run_playbook(inventory, "site.yml")
@@ -245,9 +210,6 @@ def main() -> int:
             scenario(inventory)
         finally:
             lab_registry.stop(state)
-            stop_local_cloudflare(inventory)
-            if not os.environ.get("HOSTMESH_KEEP_LAB"):
-                LAB.down()
     print("lab_apps_view: every check held")
     return 0
 

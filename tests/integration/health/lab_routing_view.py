@@ -24,10 +24,8 @@ Prints `name: value unit` lines, exits 0 when every check holds; removes the lab
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -36,35 +34,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "scripts"))
-import lab_cloudflare
-from lab import Lab, ensure_image
-from sitelab import changed_tasks, recap, run_playbook, ssh_dir, write_inventory
+from lab import Lab
+from sitelab import Drill, changed_count, changed_tasks, run_playbook, site_lab
 
 LAB = Lab(prefix="routeview-", network="hostmesh-routeview", subnet="10.231.36.0/24")
 HOST = "whoami.lab.test"
 ON = ["-e", json.dumps({"traefik_follow_primary_view": True})]
 OFF = ["-e", json.dumps({"traefik_follow_primary_view": False})]
 HEARTBEAT, DETECTION = 5.0, 15.0
-
-
-def check(condition, what):
-    if not condition:
-        raise SystemExit(f"lab_routing_view: {what}")
-
-
-def node_exec(node: str, *cmd: str) -> str:
-    return subprocess.run(["docker", "exec", LAB.container(node), *cmd], capture_output=True,
-                          text=True, check=False, timeout=300).stdout.strip()
-
-
-def wait(predicate, timeout: float, what: str, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise SystemExit(f"lab_routing_view: timed out after {timeout} s waiting for {what}")
+DRILL = Drill("lab_routing_view", LAB, interval=0.3)
+check, node_exec, wait = DRILL.check, DRILL.node_exec, DRILL.wait
 
 
 def pool(node: str = "node2") -> set[str]:
@@ -90,7 +69,7 @@ def get(node: str) -> str:
 
 
 def changed(proc) -> int:
-    return sum(r.get("changed", 0) for r in recap(proc.stdout).values())
+    return changed_count(proc.stdout)
 
 
 def agent_signal(node: str, sig: str) -> None:
@@ -174,21 +153,10 @@ def scenario(inventory: Path) -> None:
 
 
 def main() -> int:
-    ensure_image(quiet=True)
-    LAB.down()
-    with tempfile.TemporaryDirectory(prefix="hostmesh-routing-view-") as tmp:
-        dest = Path(tmp) / "inventory"
-        state = dest / ".hostmesh"
-        try:
-            LAB.up(ssh_dir=ssh_dir(dest))
-            write_inventory(LAB, dest)
-            _proc, seconds = run_playbook(dest, "site.yml", *ON)
-            print(f"lab_routing_view_site_seconds: {seconds:.1f} s")
-            scenario(dest)
-        finally:
-            lab_cloudflare.stop(state)
-            if not os.environ.get("HOSTMESH_KEEP_LAB"):
-                LAB.down()
+    with site_lab(LAB, "hostmesh-routing-view-") as dest:
+        _proc, seconds = run_playbook(dest, "site.yml", *ON)
+        print(f"lab_routing_view_site_seconds: {seconds:.1f} s")
+        scenario(dest)
     print("lab_routing_view: every check held")
     return 0
 

@@ -27,11 +27,9 @@ Prints `name: value unit` lines, exits 0 when every check holds; removes the lab
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -40,22 +38,14 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "scripts"))
 import lab_acme
 import lab_cloudflare
-from lab import Lab, ensure_image
-from sitelab import changed_tasks, recap, run_playbook, ssh_dir, write_inventory
+from lab import Lab
+from sitelab import Drill, changed_count, changed_tasks, run_playbook, site_lab
 
 LAB = Lab(prefix="tlssync-", network="hostmesh-tlssync", subnet="10.231.35.0/24")
 HOST = "whoami.lab.test"
 SYNC: list[str] = []  # agent sync is on by default (tls_agent_sync)
-
-
-def check(condition, what):
-    if not condition:
-        raise SystemExit(f"lab_agent_sync: {what}")
-
-
-def node_exec(node: str, *cmd: str) -> str:
-    return subprocess.run(["docker", "exec", LAB.container(node), *cmd], capture_output=True,
-                          text=True, check=False, timeout=300).stdout.strip()
+DRILL = Drill("lab_agent_sync", LAB, interval=0.2)
+check, node_exec, wait = DRILL.check, DRILL.node_exec, DRILL.wait
 
 
 def serial(node: str, root: str) -> str | None:
@@ -64,16 +54,6 @@ def serial(node: str, root: str) -> str | None:
     except (OSError, ssl.SSLError):
         return None
     return got if code == 200 else None
-
-
-def wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise SystemExit(f"lab_agent_sync: timed out after {timeout} s waiting for {what}")
 
 
 def export_doc(node: str = "node1") -> dict:
@@ -181,14 +161,14 @@ def scenario(inventory: Path, root: str) -> None:
     again, _ = run_playbook(inventory, "playbooks/tls.yml", *SYNC)
     check(all(serial(n, root) == new for n in LAB.nodes), "tls.yml put an older one back")
     print(f"lab_agent_sync_rerun_after_renewal_changed_tasks: "
-          f"{sum(r.get('changed', 0) for r in recap(again.stdout).values())} tasks "
+          f"{changed_count(again.stdout)} tasks "
           f"({', '.join(changed_tasks(again.stdout))})")
     third, _ = run_playbook(inventory, "playbooks/tls.yml", *SYNC)
-    changed = sum(r.get("changed", 0) for r in recap(third.stdout).values())
+    changed = changed_count(third.stdout)
     print(f"lab_agent_sync_second_rerun_changed_tasks: {changed} tasks")
     check(changed == 0, f"second rerun changed: {changed_tasks(third.stdout)}")
     checked, _ = run_playbook(inventory, "playbooks/tls.yml", *SYNC, "--check", "--diff")
-    changed = sum(r.get("changed", 0) for r in recap(checked.stdout).values())
+    changed = changed_count(checked.stdout)
     print(f"lab_agent_sync_check_mode_changed_tasks: {changed} tasks")
     check(changed == 0, f"--check --diff changed: {changed_tasks(checked.stdout)}")
     for proc in (first, again, third, checked):
@@ -216,15 +196,10 @@ def scenario(inventory: Path, root: str) -> None:
 
 
 def main() -> int:
-    ensure_image(quiet=True)
-    LAB.down()
-    with tempfile.TemporaryDirectory(prefix="hostmesh-tls-sync-") as tmp:
-        dest = Path(tmp) / "inventory"
+    with site_lab(LAB, "hostmesh-tls-sync-") as dest:
         state = dest / ".hostmesh"
         gateway = lab_cloudflare.gateway_listen(LAB.subnet).split(":")[0]
         try:
-            LAB.up(ssh_dir=ssh_dir(dest))
-            write_inventory(LAB, dest)
             lab_cloudflare.stop(state)
             lab_cloudflare.start(state, f"{gateway}:8787", ["lab.test"], f"{gateway}:53")
             lab_acme.start(state, gateway, f"{gateway}:53")
@@ -233,9 +208,6 @@ def main() -> int:
             scenario(dest, root)
         finally:
             lab_acme.stop(state)
-            lab_cloudflare.stop(state)
-            if not os.environ.get("HOSTMESH_KEEP_LAB"):
-                LAB.down()
     print("lab_agent_sync: every check held")
     return 0
 
