@@ -25,7 +25,6 @@ import json
 import multiprocessing
 import os
 import random
-import resource
 import shutil
 import socket
 import statistics
@@ -36,6 +35,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from _simnodes import health_answer, health_endpoint, raise_fd_limit
+
 HOST = "127.0.0.63"
 PRIMARY_HOST = "127.0.0.64"
 ADMIN = "bench-admin-token-0123456789abcdef0123456789"
@@ -43,12 +44,6 @@ HEARTBEAT_INTERVAL = 5.0
 STATS = {"cpu_percent": 3.5, "cpu_count": 2, "memory_percent": 41.2,
          "memory_total_bytes": 2 * 1024**3, "disk_percent": 57.0,
          "disk_total_bytes": 20 * 1024**3, "load_1m": 0.12}
-
-
-def _raise_fd_limit(need: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
 
 
 def node_id(i: int) -> str:
@@ -61,30 +56,16 @@ def key_for(i: int) -> str:
 
 def simulate(count: int, primary_port: int, ports_out, ready, dead) -> None:
     """Child process: `count` nodes, each a health endpoint plus a heartbeat loop."""
-    _raise_fd_limit(count * 3 + 256)
+    raise_fd_limit(count * 3 + 256)
     body = json.dumps({"version": "bench", "stats": STATS}).encode()
 
     async def main():
         for i in range(count):
             answer_body = json.dumps({"status": "healthy", "service": "hostmesh",
                                       "role": "secondary", "node_id": node_id(i)}).encode()
-            answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                      b"Connection: close\r\nContent-Length: " + str(len(answer_body)).encode()
-                      + b"\r\n\r\n" + answer_body)
-
-            async def handle(reader, writer, answer=answer, i=i):
-                try:
-                    await reader.readuntil(b"\r\n\r\n")
-                    if i in dead:
-                        await asyncio.sleep(3600)  # a dead host: nothing ever answers
-                    writer.write(answer)
-                    await writer.drain()
-                except (OSError, asyncio.IncompleteReadError):
-                    pass
-                finally:
-                    writer.close()
-
-            server = await asyncio.start_server(handle, HOST, 0, backlog=256)
+            # a dead host: its port stays open, nothing ever answers
+            server = await health_endpoint(HOST, health_answer(answer_body),
+                                           silent=lambda i=i: i in dead)
             ports_out.append(server.sockets[0].getsockname()[1])
         ready.set()
 
@@ -130,7 +111,7 @@ def main() -> int:
     args = parser.parse_args()
     nodes = max(10, min(args.nodes, 2000))
     kill = max(1, min(args.kill, nodes // 2))
-    _raise_fd_limit(nodes * 3 + 256)
+    raise_fd_limit(nodes * 3 + 256)
 
     tmp = Path(tempfile.mkdtemp(prefix="hostmesh-detect-"))
     with socket.socket() as sock:

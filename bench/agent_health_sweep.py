@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import logging
 import multiprocessing
-import resource
 import shutil
 import socket
 import sys
@@ -23,39 +22,21 @@ import tempfile
 import time
 from pathlib import Path
 
+from _simnodes import health_answer, health_endpoint, raise_fd_limit
+
 HOST = "127.0.0.62"
-
-
-def _raise_fd_limit(need: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
 
 
 def serve_endpoints(count: int, ports_out, ready) -> None:
     """Child process: `count` listening sockets answering GET /api/health."""
-    _raise_fd_limit(count * 2 + 256)
+    raise_fd_limit(count * 2 + 256)
 
     async def main():
         servers = []
         for i in range(count):
             body = (f'{{"status":"healthy","service":"hostmesh","role":"secondary",'
                     f'"node_id":"sweep-{i:05d}","version":"bench"}}').encode()
-            answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                      b"Connection: close\r\nContent-Length: " + str(len(body)).encode()
-                      + b"\r\n\r\n" + body)
-
-            async def handle(reader, writer, answer=answer):
-                try:
-                    await reader.readuntil(b"\r\n\r\n")
-                    writer.write(answer)
-                    await writer.drain()
-                except (OSError, asyncio.IncompleteReadError):
-                    pass
-                finally:
-                    writer.close()
-
-            server = await asyncio.start_server(handle, HOST, 0, backlog=256)
+            server = await health_endpoint(HOST, health_answer(body))
             servers.append(server)
             ports_out.append(server.sockets[0].getsockname()[1])
         ready.set()
@@ -107,7 +88,7 @@ def main() -> int:
     args = parser.parse_args()
     nodes = max(1, min(args.nodes, 2000))
     sweeps = max(1, min(args.sweeps, 10))
-    _raise_fd_limit(nodes * 2 + 256)
+    raise_fd_limit(nodes * 2 + 256)
     with socket.socket() as probe:  # fail early if the address is not usable
         probe.bind((HOST, 0))
 
