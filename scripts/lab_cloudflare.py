@@ -121,22 +121,30 @@ def gateway_listen(subnet: str, port: int = 8787) -> str:
     return f"{next(ipaddress.ip_network(subnet).hosts())}:{port}"
 
 
+def start_stop_commands(sub, what: str, port: int) -> argparse.ArgumentParser:
+    """Add the `start` (--state-dir, --listen or --subnet) and `stop` (--state-dir)
+    subcommands of a lab server on the gateway, `what` at `port`, to the subparsers
+    `sub`; return the `start` parser."""
+    up = sub.add_parser("start", help=f"start the {what} (idempotent)")
+    up.add_argument("--state-dir", required=True, help="the lab's hostmesh_state_dir")
+    where = up.add_mutually_exclusive_group(required=True)
+    where.add_argument("--listen", help="IP:PORT")
+    where.add_argument("--subnet", help=f"the lab network's subnet: listen on its gateway, :{port}")
+    down = sub.add_parser("stop", help=f"stop the {what} of --state-dir")
+    down.add_argument("--state-dir", required=True)
+    return up
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lab_cloudflare.py",
                                      description=__doc__.split("\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    up = sub.add_parser("start", help="start the server (idempotent)")
-    up.add_argument("--state-dir", required=True, help="the lab's hostmesh_state_dir")
-    where = up.add_mutually_exclusive_group(required=True)
-    where.add_argument("--listen", help="IP:PORT")
-    where.add_argument("--subnet", help="the lab network's subnet: listen on its gateway, :8787")
+    up = start_stop_commands(sub, "server", 8787)
     up.add_argument("--zone", action="append", default=[], help="zone to serve (repeatable)")
     dns = up.add_mutually_exclusive_group()
     dns.add_argument("--dns-listen", help="also answer DNS for the zones on IP:PORT (UDP+TCP)")
     dns.add_argument("--dns", action="store_true",
                      help="with --subnet: also answer DNS on the gateway, port 53")
-    down = sub.add_parser("stop", help="stop the server of --state-dir")
-    down.add_argument("--state-dir", required=True)
     args = parser.parse_args(argv)
     if args.cmd == "start":
         dns_listen = args.dns_listen

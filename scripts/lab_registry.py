@@ -30,7 +30,6 @@ import argparse
 import gzip
 import hashlib
 import io
-import ipaddress
 import json
 import os
 import shutil
@@ -44,6 +43,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lab_cloudflare import gateway_listen, start_stop_commands
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "lab" / "whoami" / "whoami.c"
 PORT = 5000
@@ -53,10 +55,6 @@ BINARY = "/usr/bin/docker-registry"
 
 class RegistryError(RuntimeError):
     """The lab registry failed; the message says what and how to fix it."""
-
-
-def gateway(subnet: str) -> str:
-    return str(next(ipaddress.ip_network(subnet).hosts()))
 
 
 def _pid(state: Path) -> int | None:
@@ -217,13 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lab_registry.py",
                                      description=__doc__.split("\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    up = sub.add_parser("start", help="start the registry (idempotent)")
-    up.add_argument("--state-dir", required=True, help="the lab's hostmesh_state_dir")
-    where = up.add_mutually_exclusive_group(required=True)
-    where.add_argument("--listen", help="IP:PORT")
-    where.add_argument("--subnet", help="the lab network's subnet: listen on its gateway, :5000")
-    down = sub.add_parser("stop", help="stop the registry of --state-dir")
-    down.add_argument("--state-dir", required=True)
+    start_stop_commands(sub, "registry", PORT)
     push = sub.add_parser("push-demo", help="build and push hostmesh/whoami:VERSION")
     push.add_argument("--registry", required=True, help="IP:PORT of the lab registry")
     push.add_argument("--version", default="1")
@@ -231,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd == "start":
-            print(start(args.state_dir, args.listen or f"{gateway(args.subnet)}:{PORT}"))
+            print(start(args.state_dir, args.listen or gateway_listen(args.subnet, PORT)))
         elif args.cmd == "stop":
             print(stop(args.state_dir))
         else:
