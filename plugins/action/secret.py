@@ -14,28 +14,22 @@ import os
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.parsing.vault import VaultLib, match_encrypt_secret
-from ansible.plugins.action import ActionBase
 from ansible_collections.hostmesh.cluster.plugins.module_utils._secret import (
     ARGUMENT_SPEC,
     MUTUALLY_EXCLUSIVE,
     SecretError,
     SecretStore,
 )
+from ansible_collections.hostmesh.cluster.plugins.plugin_utils._controller_action import (
+    ControllerAction,
+)
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
+class ActionModule(ControllerAction):
+    ARGUMENT_SPEC = ARGUMENT_SPEC
+    MUTUALLY_EXCLUSIVE = MUTUALLY_EXCLUSIVE
 
-    def run(self, tmp=None, task_vars=None):
-        task_vars = task_vars or {}
-        result = super().run(tmp, task_vars)
-        del tmp
-        validation, args = self.validate_argument_spec(
-            argument_spec=ARGUMENT_SPEC,
-            mutually_exclusive=MUTUALLY_EXCLUSIVE,
-        )
-        del validation
+    def act(self, args, task_vars, result):
         if args["length"] < 16 or args["length"] > 1024:
             result.update(
                 failed=True,

@@ -7,7 +7,9 @@ Builds and downloads wheel sets in the controller's cache
 
 from __future__ import annotations
 
-from ansible.plugins.action import ActionBase
+from ansible_collections.hostmesh.cluster.plugins.plugin_utils._controller_action import (
+    ControllerAction,
+)
 from ansible_collections.hostmesh.cluster.plugins.plugin_utils._wheelhouse import (
     ARGUMENT_SPEC,
     WheelhouseError,
@@ -15,15 +17,10 @@ from ansible_collections.hostmesh.cluster.plugins.plugin_utils._wheelhouse impor
 )
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
+class ActionModule(ControllerAction):
+    ARGUMENT_SPEC = ARGUMENT_SPEC
 
-    def run(self, tmp=None, task_vars=None):
-        task_vars = task_vars or {}
-        result = super().run(tmp, task_vars)
-        del tmp
-        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+    def act(self, args, task_vars, result):
         # Filling the cache changes nothing on a host: it runs in check mode
         # too, so that --check --diff can compare the wheels with the nodes'.
         try:
