@@ -23,7 +23,8 @@ network's gateway (the controller, as the lab's Cloudflare does). Then:
   node2) reaches the webhook as HostmeshDdnsUpdaterFailing for node2 through
   node2's agent, and is resolved when the status file goes.
 The module leaves the cluster as it found it: Prometheus and Alertmanager
-stopped and disabled (`prometheus_enabled: false`), every node online.
+stopped and disabled (`prometheus_enabled: false`), the primary's agent
+without the file_sd drop-in and directory, every node online.
 """
 
 from __future__ import annotations
@@ -531,6 +532,14 @@ def test_prometheus_alerts_on_a_stopped_node(site):
                 check=False,
             ).stdout.split()
             assert units == ["inactive", "inactive"], units
+            # the primary's agent no longer writes targets: drop-in and directory gone
+            dropin = "/etc/systemd/system/hostmesh-agent.service.d/hostmesh-prometheus-file-sd.conf"
+            for path in (dropin, SD_DIR):
+                assert docker("exec", LAB.container("node1"), "test", "-e", path,
+                              check=False).returncode, path
+            assert "PROMETHEUS_SD_DIR" not in on_node(
+                "node1", "systemctl", "show", "-p", "Environment", "hostmesh-agent.service")
+            wait_for(lambda: node_status(site.cfg, "node1") == "online", 60, "node1 online")
 
 
 def _promtool_test() -> str:
