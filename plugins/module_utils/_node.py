@@ -8,6 +8,7 @@ same methods. Nothing here ever puts an API key into a message or a diff.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -189,6 +190,20 @@ def connection_argument_spec() -> dict:
         "ca_path": {"type": "path"},
         "timeout": {"type": "float", "default": 5},
     }
+
+
+def admin_token(params: dict) -> str | None:
+    """The admin token of a module's connection options: `token`, else the
+    HOSTMESH_ADMIN_TOKEN environment variable (None: neither is set)."""
+    return params["token"] or os.environ.get("HOSTMESH_ADMIN_TOKEN")
+
+
+def token_rejected(url: str) -> str:
+    """What a module says when the primary at `url` answers 401 to the admin token."""
+    return (
+        f"the primary at {url} rejected the admin token; use the cluster's "
+        "admin_token (hostmesh.cluster.secret) or HOSTMESH_ADMIN_TOKEN"
+    )
 
 
 def make_client(client_class, credentials_class, params: dict, token: str | None):

@@ -154,8 +154,6 @@ key_updated:
   type: bool
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.hostmesh.cluster.plugins.module_utils._agent_client import (
     AgentClient,
@@ -168,8 +166,10 @@ from ansible_collections.hostmesh.cluster.plugins.module_utils._agent_client imp
 from ansible_collections.hostmesh.cluster.plugins.module_utils._node import (
     NodeError,
     NodeManager,
+    admin_token,
     connection_argument_spec,
     make_client,
+    token_rejected,
 )
 
 
@@ -191,7 +191,7 @@ def argument_spec() -> dict:
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     p = module.params
-    token = p["token"] or os.environ.get("HOSTMESH_ADMIN_TOKEN")
+    token = admin_token(p)
     if not token:
         module.fail_json(
             msg="no admin token: set token or the HOSTMESH_ADMIN_TOKEN environment variable"
@@ -216,10 +216,7 @@ def main():
     except PrimaryUnreachable as exc:
         module.fail_json(msg=str(exc))
     except AuthRejected:
-        module.fail_json(
-            msg=f"the primary at {p['url']} rejected the admin token; use the cluster's "
-            "admin_token (hostmesh.cluster.secret) or HOSTMESH_ADMIN_TOKEN"
-        )
+        module.fail_json(msg=token_rejected(p["url"]))
     except Conflict as exc:
         module.fail_json(msg=f"{exc}; the name {p['name']!r} may be taken by another node")
     except HostmeshAPIError as exc:

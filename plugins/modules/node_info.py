@@ -147,8 +147,6 @@ health:
     version: 0.1.0
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.hostmesh.cluster.plugins.module_utils._agent_client import (
     AgentClient,
@@ -158,9 +156,11 @@ from ansible_collections.hostmesh.cluster.plugins.module_utils._agent_client imp
     PrimaryUnreachable,
 )
 from ansible_collections.hostmesh.cluster.plugins.module_utils._node import (
+    admin_token,
     connection_argument_spec,
     make_client,
     node_info,
+    token_rejected,
 )
 
 
@@ -190,7 +190,7 @@ def main():
         module.fail_json(msg="gather_subset is empty: ask for nodes, health or both")
     if (p["name"] or p["id"]) and "nodes" not in subset:
         module.fail_json(msg="name and id select from the node list: add nodes to gather_subset")
-    token = p["token"] or os.environ.get("HOSTMESH_ADMIN_TOKEN")
+    token = admin_token(p)
     if token:
         module.no_log_values.add(token)
     if "nodes" in subset and not token:
@@ -209,10 +209,7 @@ def main():
     except PrimaryUnreachable as exc:
         module.fail_json(msg=str(exc), unreachable_url=p["url"])
     except AuthRejected:
-        module.fail_json(
-            msg=f"the primary at {p['url']} rejected the admin token; use the cluster's "
-            "admin_token (hostmesh.cluster.secret) or HOSTMESH_ADMIN_TOKEN"
-        )
+        module.fail_json(msg=token_rejected(p["url"]))
     except HostmeshAPIError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
