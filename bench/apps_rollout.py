@@ -156,16 +156,12 @@ def scenario(inventory: Path) -> None:
 
 def main() -> int:
     with site_lab(LAB, "hostmesh-apps-bench-") as inventory:
-        state = inventory / ".hostmesh"
-        try:
-            run_playbook(inventory, "site.yml")
-            lab_registry.start(state, REGISTRY)
+        run_playbook(inventory, "site.yml")
+        with lab_registry.running(inventory / ".hostmesh", REGISTRY):
             for version in ("1", "2"):
                 lab_registry.push_demo(REGISTRY, version)
             lab_registry.push_demo(REGISTRY, "bad", failing=True)
             scenario(inventory)
-        finally:
-            lab_registry.stop(state)
     return 0
 
 

@@ -41,6 +41,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -121,6 +123,15 @@ def stop(state_dir: str | Path) -> str:
         time.sleep(0.1)
     (state / "registry.pid").unlink(missing_ok=True)
     return "stopped"
+
+
+@contextmanager
+def running(state_dir: str | Path, listen: str) -> Iterator[str]:
+    """The registry started for the block (yields start's answer), stopped after it."""
+    try:
+        yield start(state_dir, listen)
+    finally:
+        stop(state_dir)
 
 
 def build_binary(dest: Path) -> Path:

@@ -202,14 +202,10 @@ def scenario(inventory: Path) -> None:
 
 def main() -> int:
     with site_lab(LAB, "hostmesh-apps-view-") as inventory:
-        state = inventory / ".hostmesh"
-        try:
-            run_playbook(inventory, "site.yml")
-            lab_registry.start(state, REGISTRY)
+        run_playbook(inventory, "site.yml")
+        with lab_registry.running(inventory / ".hostmesh", REGISTRY):
             lab_registry.push_demo(REGISTRY, "1")
             scenario(inventory)
-        finally:
-            lab_registry.stop(state)
     print("lab_apps_view: every check held")
     return 0
 

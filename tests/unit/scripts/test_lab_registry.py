@@ -59,3 +59,16 @@ def test_push_demo_makes_a_pullable_image(registry):
 def test_push_to_nothing_says_how_to_fix():
     with pytest.raises(lab_registry.RegistryError, match="lab_registry.py start"):
         lab_registry.push_demo(f"127.0.0.1:{_free_port()}", "1")
+
+
+def test_running_stops_the_registry_after_the_block_even_when_it_fails(tmp_path):
+    listen = f"127.0.0.1:{_free_port()}"
+    with (pytest.raises(RuntimeError, match="the block failed"),
+          lab_registry.running(tmp_path, listen) as how):
+        assert how == "started"
+        with urllib.request.urlopen(f"http://{listen}/v2/", timeout=5) as resp:
+            assert resp.status == 200
+        raise RuntimeError("the block failed")
+    assert lab_registry.stop(tmp_path) == "not running"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://{listen}/v2/", timeout=2)
