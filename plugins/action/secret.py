@@ -41,17 +41,7 @@ class ActionModule(ControllerAction):
         try:
             encrypt, decrypt, encrypting = self._vault_functions(args)
             store = SecretStore(directory, encrypt=encrypt if encrypting else None, decrypt=decrypt)
-            if args["state"] == "absent":
-                out = store.remove(args["name"], check_mode=self._task.check_mode)
-            else:
-                out = store.ensure(
-                    args["name"],
-                    value=args["value"],
-                    rotate=args["rotate"],
-                    forget_previous=args["forget_previous"],
-                    num_bytes=args["length"],
-                    check_mode=self._task.check_mode,
-                )
+            out = store.apply(args, check_mode=self._task.check_mode)
         except SecretError as exc:
             result.update(failed=True, msg=str(exc))
             return result

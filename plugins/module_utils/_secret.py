@@ -192,6 +192,20 @@ class SecretStore:
         out.after = _describe(out.value, out.previous)
         return out
 
+    def apply(self, params: dict, *, check_mode: bool = False) -> Outcome:
+        """What a task asks for the secret `params["name"]` (the options of
+        ARGUMENT_SPEC): `remove` for state=absent, else `ensure`."""
+        if params["state"] == "absent":
+            return self.remove(params["name"], check_mode=check_mode)
+        return self.ensure(
+            params["name"],
+            value=params["value"],
+            rotate=params["rotate"],
+            forget_previous=params["forget_previous"],
+            num_bytes=params["length"],
+            check_mode=check_mode,
+        )
+
     def _write_previous(self, path: str, previous: list[str]) -> None:
         if previous:
             self._write(path + ".previous", "\n".join(previous))

@@ -188,17 +188,7 @@ def main():
         module.fail_json(msg="encrypt=true needs the action plugin (it holds the vault password)")
     store = SecretStore(p["dir"])
     try:
-        if p["state"] == "absent":
-            out = store.remove(p["name"], check_mode=module.check_mode)
-        else:
-            out = store.ensure(
-                p["name"],
-                value=p["value"],
-                rotate=p["rotate"],
-                forget_previous=p["forget_previous"],
-                num_bytes=p["length"],
-                check_mode=module.check_mode,
-            )
+        out = store.apply(p, check_mode=module.check_mode)
     except SecretError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(
