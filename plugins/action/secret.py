@@ -53,15 +53,7 @@ class ActionModule(ControllerAction):
         # the whole result is hidden; failures above stay readable (they never
         # carry a value)
         result["_ansible_no_log"] = True
-        result.update(
-            changed=out.changed,
-            value=out.value,
-            previous=out.previous,
-            path=store.path(args["name"]),
-            created=out.created,
-            rotated=out.rotated,
-            encrypted=out.encrypted,
-        )
+        result.update(out.result(store.path(args["name"])))
         if self._task.diff:
             result["diff"] = {
                 "before_header": store.path(args["name"]),

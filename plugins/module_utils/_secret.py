@@ -62,6 +62,19 @@ class Outcome:
     before: str = ""
     after: str = ""
 
+    def result(self, path: str) -> dict:
+        """The task result's fields for the secret file `path`; they carry the
+        value, so the caller marks the result no_log."""
+        return {
+            "changed": self.changed,
+            "value": self.value,
+            "previous": self.previous,
+            "path": path,
+            "created": self.created,
+            "rotated": self.rotated,
+            "encrypted": self.encrypted,
+        }
+
 
 class SecretStore:
     """Secrets under `directory`; `encrypt`/`decrypt` wrap file contents."""

@@ -191,14 +191,9 @@ def main():
         out = store.apply(p, check_mode=module.check_mode)
     except SecretError as exc:
         module.fail_json(msg=str(exc))
+    # no vault here: out.encrypted is False
     module.exit_json(
-        changed=out.changed,
-        value=out.value,
-        previous=out.previous,
-        path=store.path(p["name"]),
-        created=out.created,
-        rotated=out.rotated,
-        encrypted=False,
+        **out.result(store.path(p["name"])),
         diff={"before": out.before, "after": out.after},
         _ansible_no_log=True,
     )
