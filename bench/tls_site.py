@@ -25,7 +25,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,9 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import lab_acme
-import lab_cloudflare
 from lab import Lab
-from sitelab import run_playbook, ssh_dir, write_inventory
+from sitelab import run_playbook, site_lab, start_acme
 
 LAB = Lab(prefix="tlsbench-", network="hostmesh-tlsbench", subnet="10.231.15.0/24")
 HOST = "whoami.lab.test"
@@ -53,35 +51,27 @@ def verified(address: str, root: str) -> bool:
 
 
 def main() -> int:
-    dest = Path(tempfile.mkdtemp(prefix="hm-tls-bench-")) / "inventory"
-    state = dest / ".hostmesh"
-    gateway = lab_cloudflare.gateway_listen(LAB.subnet).split(":")[0]
-    LAB.down()
-    try:
-        LAB.up(ssh_dir=ssh_dir(dest))
-        write_inventory(LAB, dest)
-        lab_cloudflare.start(state, f"{gateway}:8787", ["lab.test"], f"{gateway}:53")
-        lab_acme.start(state, gateway, f"{gateway}:53")
-        root = (state / "acme-root.pem").read_text()
-        t0 = time.monotonic()
-        run_playbook(dest, "site.yml")
-        t1 = time.monotonic()
-        run_playbook(dest, "playbooks/tls.yml")
-        t2 = time.monotonic()
-        deadline = t2 + 60
-        while not all(verified(LAB.address(n), root) for n in LAB.nodes):
-            if time.monotonic() > deadline:
-                raise SystemExit("tls_site: HTTPS does not verify through every node after 60 s")
-            time.sleep(0.2)
-        t3 = time.monotonic()
-        status = json.loads(subprocess.run(
-            ["docker", "exec", LAB.container(LAB.nodes[0]), "cat",
-             "/var/lib/hostmesh-acme/status.json"],
-            capture_output=True, text=True, check=True, timeout=30).stdout)
-    finally:
-        lab_acme.stop(state)
-        lab_cloudflare.stop(state)
-        LAB.down()
+    with site_lab(LAB, "hm-tls-bench-") as dest:
+        try:
+            root = start_acme(LAB, dest)
+            t0 = time.monotonic()
+            run_playbook(dest, "site.yml")
+            t1 = time.monotonic()
+            run_playbook(dest, "playbooks/tls.yml")
+            t2 = time.monotonic()
+            deadline = t2 + 60
+            while not all(verified(LAB.address(n), root) for n in LAB.nodes):
+                if time.monotonic() > deadline:
+                    raise SystemExit("tls_site: HTTPS does not verify through every node "
+                                     "after 60 s")
+                time.sleep(0.2)
+            t3 = time.monotonic()
+            status = json.loads(subprocess.run(
+                ["docker", "exec", LAB.container(LAB.nodes[0]), "cat",
+                 "/var/lib/hostmesh-acme/status.json"],
+                capture_output=True, text=True, check=True, timeout=30).stdout)
+        finally:
+            lab_acme.stop(dest / ".hostmesh")
     st = status["sets"]["lab.test"]
     print(f"tls_site_converge_seconds: {t1 - t0:.1f} s")
     print(f"tls_site_tls_playbook_seconds: {t2 - t1:.1f} s")

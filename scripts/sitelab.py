@@ -140,6 +140,20 @@ def stop_local_cloudflare(inventory: Path) -> None:
     lab_cloudflare.stop(inventory / ".hostmesh")
 
 
+def start_acme(lab: Lab, inventory: Path) -> str:
+    """The lab's ACME CA (pebble, scripts/lab_acme.py) on the gateway, validating
+    DNS-01 through the lab's Cloudflare API, which then also answers DNS there
+    (port 53); return the CA's root certificate (PEM). Stop it with
+    `lab_acme.stop(inventory / ".hostmesh")`; the Cloudflare API stops as usual."""
+    import lab_acme
+
+    state = inventory / ".hostmesh"
+    gateway = lab_cloudflare.gateway_listen(lab.subnet).split(":")[0]
+    lab_cloudflare.start(state, f"{gateway}:8787", ["lab.test"], f"{gateway}:53")
+    lab_acme.start(state, gateway, f"{gateway}:53")
+    return (state / "acme-root.pem").read_text()
+
+
 @contextmanager
 def site_lab(lab: Lab, prefix: str) -> Iterator[Path]:
     """A fresh `lab` and its inventory (in a temporary directory named `prefix`...),

@@ -37,9 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "scripts"))
 import lab_acme
-import lab_cloudflare
 from lab import Lab
-from sitelab import Drill, changed_count, changed_tasks, run_playbook, site_lab
+from sitelab import Drill, changed_count, changed_tasks, run_playbook, site_lab, start_acme
 
 LAB = Lab(prefix="tlssync-", network="hostmesh-tlssync", subnet="10.231.35.0/24")
 HOST = "whoami.lab.test"
@@ -197,17 +196,12 @@ def scenario(inventory: Path, root: str) -> None:
 
 def main() -> int:
     with site_lab(LAB, "hostmesh-tls-sync-") as dest:
-        state = dest / ".hostmesh"
-        gateway = lab_cloudflare.gateway_listen(LAB.subnet).split(":")[0]
         try:
-            lab_cloudflare.stop(state)
-            lab_cloudflare.start(state, f"{gateway}:8787", ["lab.test"], f"{gateway}:53")
-            lab_acme.start(state, gateway, f"{gateway}:53")
-            root = (state / "acme-root.pem").read_text()
+            root = start_acme(LAB, dest)
             run_playbook(dest, "site.yml")
             scenario(dest, root)
         finally:
-            lab_acme.stop(state)
+            lab_acme.stop(dest / ".hostmesh")
     print("lab_agent_sync: every check held")
     return 0
 
