@@ -150,7 +150,7 @@ def _handshake(chain: bytes, key: bytes, client: ssl.SSLContext, hostname: str) 
         except ssl.SSLError:
             raise bundle.BundleError("the key does not belong to the chain's certificate (or "
                                      "one of them does not parse)") from None
-    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
     cli = client.wrap_bio(c_in, c_out, server_hostname=hostname)
     srv = server.wrap_bio(s_in, s_out, server_side=True)
     done: set[str] = set()
@@ -181,8 +181,8 @@ def verify(chain: bytes, key: bytes, names: list[str], *, roots: str = "",
     try:
         _handshake(chain, key, client_context(roots, system), _hostname(names))
     except ssl.SSLCertVerificationError as exc:
-        trusted = " and ".join([w for w, on in (("the system store", system),
-                                                 ("the trusted roots given", bool(roots))) if on])
+        sources = (("the system store", system), ("the trusted roots given", bool(roots)))
+        trusted = " and ".join([what for what, used in sources if used])
         raise TrustError(f"the certificate does not lead up to a trusted root: "
                          f"{exc.verify_message or exc.reason} (verify code {exc.verify_code}); "
                          f"trusted: {trusted or 'nothing'}") from None
