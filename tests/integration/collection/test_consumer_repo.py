@@ -32,10 +32,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "tests" / "integration" / "agent"))
+sys.path.insert(0, str(ROOT / "tests" / "integration" / "inventory"))
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from agent_harness import ADMIN_TOKEN, Cluster, node_key
+from livecluster import plain
 
 from tests.cloudflare_server.harness import CloudflareServer
 
@@ -97,17 +99,6 @@ class Consumer:
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         changed = re.search(r"^localhost\s+:.*\bchanged=(\d+)", proc.stdout, re.MULTILINE)
         return json.loads(result.read_text()), int(changed[1])
-
-
-def plain(value):
-    """ansible-inventory marks API values unsafe: {'__ansible_unsafe': v} -> v."""
-    if isinstance(value, dict):
-        if set(value) == {"__ansible_unsafe"}:
-            return value["__ansible_unsafe"]
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 @pytest.fixture(scope="module")
