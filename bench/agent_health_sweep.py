@@ -53,7 +53,10 @@ async def run(nodes: int, sweeps: int, concurrency: int, tmp: Path, ports: list[
     env = {"NODE_IS_PRIMARY": "true", "NODE_NAME": "bench-primary",
            "SERVER_ADDRESS": f"{HOST}:1", "NODE_API_KEY": "k" * 64, "NODE_ID": "bench-primary",
            "DATA_DIR": str(tmp), "HEALTH_CHECK_CONCURRENCY": str(concurrency),
-           "HEALTH_CHECK_TIMEOUT": "5"}
+           "HEALTH_CHECK_TIMEOUT": "5",
+           # the endpoints are loopback ports (the real checker refuses anything
+           # but a mesh address otherwise, and would probe nothing)
+           "ALLOW_LOOPBACK_ENDPOINTS": "true"}
     cfg = config_mod.load(env)
     registry = Registry(cfg.database_path)
     registry.upsert_self(cfg.node_id, cfg.node_name, cfg.api_endpoint, cfg.api_key, "bench",
@@ -78,6 +81,8 @@ async def run(nodes: int, sweeps: int, concurrency: int, tmp: Path, ports: list[
     print(f"agent_health_sweep_{nodes}_nodes_median: {sorted(durations)[len(durations) // 2]:.2f} s")
     print(f"agent_health_sweep_nodes_online: {online} count")
     print(f"agent_health_sweep_concurrency: {concurrency} checks")
+    if online != nodes:  # a sweep that probed nothing must not pass for a fast one
+        raise SystemExit(f"only {online} of {nodes} nodes online after the sweeps")
 
 
 def main() -> int:
