@@ -73,6 +73,25 @@ def inspect(chain: bytes) -> dict:
             "not_after": not_after, "names": names}
 
 
+def server_context(chain: bytes, key: bytes) -> ssl.SSLContext:
+    """A TLS server context holding the pair; BundleError when the key does not
+    belong to the chain's certificate. The key is written only to a private
+    0600 file in a private directory, removed at once."""
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with _private_tmp() as tmp:
+        cert_path, key_path = Path(tmp) / "chain.pem", Path(tmp) / "key.pem"
+        cert_path.write_bytes(chain)
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        try:
+            server.load_cert_chain(cert_path, key_path)
+        except ssl.SSLError:
+            raise BundleError("the key does not belong to the chain's certificate (or one of "
+                              "them does not parse)") from None
+    return server
+
+
 def check(chain: bytes, key: bytes, names: list[str] | None = None) -> dict:
     """Check a pair before it is served: sizes, PEM shape, key matches the leaf, and
     (when given) the leaf's DNS names are exactly ``names``. Returns ``inspect(chain)``
@@ -86,17 +105,7 @@ def check(chain: bytes, key: bytes, names: list[str] | None = None) -> dict:
     if not (key.lstrip().startswith(b"-----BEGIN ") and b"PRIVATE KEY-----" in key):
         raise BundleError("the key is not a PEM private key")
     info = inspect(chain)
-    with _private_tmp() as tmp:
-        cert_path, key_path = Path(tmp) / "chain.pem", Path(tmp) / "key.pem"
-        cert_path.write_bytes(chain)
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
-        try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
-        except ssl.SSLError:
-            raise BundleError("the key does not belong to the chain's certificate (or one of "
-                              "them does not parse)") from None
+    server_context(chain, key)
     if names is not None:
         want = sorted({n.lower() for n in names})
         if info["names"] != want:

@@ -23,7 +23,6 @@ material beyond handing the key to the server side.
 
 from __future__ import annotations
 
-import os
 import ssl
 import time
 from pathlib import Path
@@ -138,18 +137,7 @@ def _hostname(names: list[str]) -> str:
 
 
 def _handshake(chain: bytes, key: bytes, client: ssl.SSLContext, hostname: str) -> None:
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with bundle._private_tmp() as tmp:
-        cert_path, key_path = Path(tmp) / "chain.pem", Path(tmp) / "key.pem"
-        cert_path.write_bytes(chain)
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
-        try:
-            server.load_cert_chain(cert_path, key_path)
-        except ssl.SSLError:
-            raise bundle.BundleError("the key does not belong to the chain's certificate (or "
-                                     "one of them does not parse)") from None
+    server = bundle.server_context(chain, key)
     c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
     cli = client.wrap_bio(c_in, c_out, server_hostname=hostname)
     srv = server.wrap_bio(s_in, s_out, server_side=True)
