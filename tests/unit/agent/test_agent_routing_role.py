@@ -161,3 +161,26 @@ def test_the_installer_units_render():
     path = env.get_template("hostmesh-routes.path.j2").render(values)
     assert "PathChanged=/var/lib/hostmesh/routing-inbox\n" in path
     assert "Unit=hostmesh-routes.service" in path
+
+
+@pytest.mark.parametrize(("value", "ok"), [("maybe", False), ("auto", True), ("false", True)])
+def test_the_settings_check_refuses_an_unknown_view_setting(tmp_path, value, ok):
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(json.dumps({"hostmesh_nodes": {"hosts": {"node1": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "wireguard_mesh_address": "10.50.0.1"}}}}))
+    play = tmp_path / "play.yml"
+    play.write_text(json.dumps([{
+        "hosts": "node1", "gather_facts": False,
+        "vars": {"hostmesh_services": {}, "traefik_dynamic_dir": str(tmp_path),
+                 "traefik_follow_primary_view": value},
+        "tasks": [{"ansible.builtin.import_role": {"name": "traefik", "tasks_from": "settings"}}]}]))
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_COLLECTIONS_PATH": str(ROOT / "collections"), "ANSIBLE_STRATEGY": "linear",
+           "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inv), str(play)],
+                          capture_output=True, text=True, env=env, timeout=300, check=False,
+                          cwd=ROOT)
+    assert (proc.returncode == 0) is ok, proc.stdout + proc.stderr
+    if not ok:
+        assert "traefik_follow_primary_view must be true, false or auto, got maybe" in proc.stdout
