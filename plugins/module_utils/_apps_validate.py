@@ -2,13 +2,24 @@
 """Container apps in the service registry: placement and validation.
 
 A ``hostmesh_services`` entry becomes an app when it carries ``container:``.
-Placement is either ``nodes: [...]`` (as for every service) or
-``replicas: N``, spread over the cluster's nodes by rendezvous hashing of
-(app name, node name): the same inventory always gives the same nodes, scaling
-up keeps the nodes already chosen and adds the next ones, scaling down drops
-the last ones added, and a node joining or leaving moves only the replicas
-it wins or held. ``resolve_placement`` turns ``replicas`` into ``nodes`` so
-that Traefik's config and the apps role agree on where an app runs.
+Placement is either ``nodes: [...]`` (as for every service, unchanged) or
+``replicas: N``, placed by :func:`place_replicas` from three inputs: the
+inventory's nodes, the nodes the primary reports online (``None``: not known,
+every node counts as online) and where the replicas were placed last (the apps
+role's record). The rule, in order of preference:
+
+1. nodes that already hold a replica and are online keep it;
+2. missing replicas go to online nodes;
+3. only when too few nodes are online: nodes that are not online (those that
+   held a replica first), rather than failing.
+
+Within each step nodes are taken in the app's rendezvous order (highest hash
+of (app name, node name) first), so that different apps spread over different
+nodes and, with nothing recorded and every node online, the placement is the
+plain rendezvous placement of earlier versions. Scaling down drops the replicas
+last in that order. ``resolve_placement`` turns ``replicas`` into ``nodes`` so
+that Traefik's config (traefik_config) and the apps role agree on where an app
+runs when given the same inputs.
 
 Standard library only (runs on the nodes).
 """
@@ -46,47 +57,151 @@ def _int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def rendezvous(name, nodes, count):
-    """The ``count`` nodes with the highest hash of (name, node), in inventory order."""
-    ranked = sorted(
+PLACEMENT_FORMAT = 1
+
+
+def rank(name, nodes):
+    """``nodes`` in the order app ``name`` prefers them: highest hash of (name, node) first."""
+    return sorted(
         nodes,
         key=lambda n: hashlib.sha256(f"{name}\0{n}".encode()).hexdigest(),
         reverse=True,
     )
-    chosen = set(ranked[:count])
+
+
+def rendezvous(name, nodes, count):
+    """The ``count`` nodes with the highest hash of (name, node), in inventory order."""
+    chosen = set(rank(name, nodes)[:count])
     return [n for n in nodes if n in chosen]
+
+
+def place_replicas(name, count, nodes, online=None, current=()):
+    """(nodes of ``count`` replicas of app ``name`` in inventory order, notes).
+
+    ``nodes``: the inventory's nodes; ``online``: the nodes the primary reports online
+    (``None``: not known, every node counts as online); ``current``: the nodes that hold a
+    replica now (the record). Notes say why a replica moves or lands on a node that is not
+    online; they are empty when nothing needs saying.
+    """
+    nodes = list(nodes)
+    known = set(nodes)
+    up = known if online is None else known & set(online)
+    held = known & set(current or ())
+    # sorted() is stable: within each step the rendezvous order is kept.
+    order = sorted(rank(name, sorted(nodes)), key=lambda n: (n not in up, n not in held))
+    chosen = set(order[:count])
+    notes = []
+    new = [n for n in nodes if n in chosen - held]
+    for node in sorted(set(current or ()) - chosen):
+        if node not in known:
+            why = "is not in the inventory any more"
+        elif node not in up:
+            why = "is not online (the primary's view)"
+        else:  # scaled down: nothing to say
+            continue
+        notes.append(
+            "app {!r}: {} {}, its replica {}".format(
+                name, node, why, "moves to " + ", ".join(new) if new else "is not kept"
+            )
+        )
+    down = [n for n in nodes if n in chosen - up]
+    if down:
+        notes.append(
+            "app {!r}: only {} of its {} replicas fit on nodes the primary reports online; "
+            "{} {} one although not online (bring nodes back or lower replicas)".format(
+                name, count - len(down), count, ", ".join(down),
+                "gets" if len(down) == 1 else "get",
+            )
+        )
+    return [n for n in nodes if n in chosen], notes
 
 
 def is_app(svc):
     return isinstance(svc, dict) and svc.get("container") is not None
 
 
-def placement(name, svc, nodes):
-    """Nodes an entry runs on: its ``nodes``, else ``replicas`` spread over ``nodes``."""
+def placement(name, svc, nodes, online=None, current=()):
+    """Nodes an entry runs on: its ``nodes``, else ``replicas`` placed over ``nodes``."""
     if svc.get("nodes") is not None:
         return list(svc["nodes"])
     replicas = svc.get("replicas")
     if _int(replicas) and 0 < replicas <= len(nodes):
-        return rendezvous(name, sorted(nodes), replicas)
+        return place_replicas(name, replicas, nodes, online, current)[0]
     return []
 
 
-def resolve_placement(services, nodes):
-    """A copy of the registry with ``replicas`` replaced by the ``nodes`` it places on.
+def plan_placement(services, nodes, online=None, placed=None):
+    """(copy of the registry with ``replicas`` replaced by the ``nodes`` it places on, notes).
 
-    Entries that are not valid are returned as they are (the validators name them).
+    ``online``: the nodes the primary reports online, ``None`` when not known; ``placed``:
+    app name -> nodes of its replicas as last recorded (see :func:`read_placement`).
+    Entries that are not valid keep no ``replicas`` and get no ``nodes`` (the validators
+    name them).
     """
     if not isinstance(services, dict):
-        return services
-    out = {}
+        return services, []
+    nodes = list(nodes)
+    placed = placed or {}
+    out, notes = {}, []
     for name, svc in services.items():
         if isinstance(svc, dict) and svc.get("nodes") is None and svc.get("replicas") is not None:
-            placed = placement(name, svc, list(nodes))
+            replicas = svc["replicas"]
+            chosen = []
+            if _int(replicas) and 0 < replicas <= len(nodes):
+                current = placed.get(name) if isinstance(name, str) else None
+                chosen, why = place_replicas(
+                    name, replicas, nodes, online, current if isinstance(current, list) else ()
+                )
+                notes.extend(why)
             svc = {k: v for k, v in svc.items() if k != "replicas"}
-            if placed:
-                svc["nodes"] = placed
+            if chosen:
+                svc["nodes"] = chosen
         out[name] = svc
-    return out
+    return out, notes
+
+
+def resolve_placement(services, nodes, online=None, placed=None):
+    """A copy of the registry with ``replicas`` replaced by the ``nodes`` it places on."""
+    return plan_placement(services, nodes, online, placed)[0]
+
+
+def read_placement(data):
+    """App name -> nodes, from a placement record (parsed JSON); raises ValueError when malformed.
+
+    A record is ``{"hostmesh_apps_placement": 1, "apps": {"<app>": ["node1", ...]}}``;
+    ``None`` (no record yet) is an empty one.
+    """
+    if data is None:
+        return {}
+    problem = None
+    apps = data.get("apps") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or data.get("hostmesh_apps_placement") != PLACEMENT_FORMAT:
+        problem = ("not a placement record (expected an object with hostmesh_apps_placement: "
+                   f"{PLACEMENT_FORMAT} and apps)")
+    elif not isinstance(apps, dict):
+        problem = "apps must be an object of app name to a list of node names"
+    else:
+        for name, nodes in apps.items():
+            if not (isinstance(nodes, list) and all(isinstance(n, str) and n for n in nodes)
+                    and len(set(nodes)) == len(nodes)):
+                problem = f"apps.{name} must be a list of distinct node names"
+                break
+    if problem:
+        raise ValueError(problem)
+    return {name: list(nodes) for name, nodes in apps.items()}
+
+
+def placement_record(services, resolved):
+    """The record of where the ``replicas`` entries of ``services`` were placed (``resolved``)."""
+    apps = {}
+    for name, svc in (services or {}).items():
+        if not (isinstance(svc, dict) and svc.get("nodes") is None
+                and svc.get("replicas") is not None):
+            continue
+        nodes = (resolved.get(name) or {}).get("nodes")
+        if isinstance(nodes, list) and nodes:
+            apps[name] = list(nodes)
+    return {"hostmesh_apps_placement": PLACEMENT_FORMAT, "apps": apps}
 
 
 def parse_image(image):
@@ -259,10 +374,14 @@ def validate_apps(services, nodes, reserved_ports=()):
     return errors
 
 
-def app_plan(services, nodes):
-    """Per app: resolved nodes and the container settings with defaults filled in."""
+def app_plan(services, nodes, online=None, placed=None):
+    """Per app: resolved nodes and the container settings with defaults filled in.
+
+    ``online`` and ``placed`` as for :func:`plan_placement`.
+    """
     plan = {}
-    for name, svc in sorted(resolve_placement(services or {}, list(nodes)).items()):
+    resolved = resolve_placement(services or {}, list(nodes), online, placed)
+    for name, svc in sorted(resolved.items()):
         if not is_app(svc):
             continue
         ctr = copy.deepcopy(svc["container"])

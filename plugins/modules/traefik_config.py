@@ -76,6 +76,24 @@ options:
       - A complete dynamic configuration to validate and write as is, instead of O(services).
     type: dict
     version_added: 0.1.0
+  app_placement:
+    description:
+      - Where the replicas of the O(services) entries with C(replicas) were placed last, app name
+        to a list of node names (the C(apps) of the apps role's placement record,
+        C(hostmesh_state_dir/apps_placement.json)).
+      - Such an entry keeps the recorded nodes that are in O(nodes) (and in O(online_nodes)
+        when given); missing replicas go to further nodes in the app's rendezvous order, the
+        same rule and function as the apps role's, so routes and containers agree.
+    type: dict
+    default: {}
+    version_added: 0.3.0
+  online_nodes:
+    description:
+      - The nodes the primary reports online, preferred for replicas (see O(app_placement)).
+        Not given, every node counts as online.
+    type: list
+    elements: str
+    version_added: 0.3.0
   entrypoints:
     description:
       - Entrypoints defined in Traefik's static configuration. When given, a router using any
@@ -298,6 +316,10 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.parsing.convert_bool import boolean
+from ansible_collections.hostmesh.cluster.plugins.module_utils._apps_validate import (
+    plan_placement,
+    read_placement,
+)
 from ansible_collections.hostmesh.cluster.plugins.module_utils._atomic import (
     read_text,
     write_atomic,
@@ -319,9 +341,20 @@ def _build(params):
         return params["config"], []
     if not params["node"]:
         raise ConfigError(["node is required with services"])
-    warnings = validate_registry(params["services"], params["nodes"], params["reserved_ports"])[1]
+    services = params["services"]
+    errors, warnings = validate_registry(services, params["nodes"], params["reserved_ports"])
+    if not errors:
+        # replicas -> nodes with the placement inputs (the build validates the result again)
+        try:
+            placed = read_placement({"hostmesh_apps_placement": 1, "apps": params["app_placement"]})
+        except ValueError as exc:
+            raise ConfigError([f"app_placement: {exc}"]) from None
+        services, notes = plan_placement(
+            services, list(params["nodes"]), params["online_nodes"], placed
+        )
+        warnings = warnings + notes
     config = build_dynamic_config(
-        params["services"],
+        services,
         params["node"],
         params["nodes"],
         mesh_port=params["mesh_port"],
@@ -363,6 +396,8 @@ def main():
             "nodes": {"type": "dict", "default": {}},
             "services": {"type": "dict"},
             "config": {"type": "dict"},
+            "app_placement": {"type": "dict", "default": {}},
+            "online_nodes": {"type": "list", "elements": "str"},
             "entrypoints": {"type": "list", "elements": "str"},
             "mesh_port": {"type": "int", "default": 8000},
             "public_entrypoints": {
