@@ -235,3 +235,30 @@ def test_the_module_refuses_a_malformed_placement(tmp_path):
                                    "app_placement": {"web": "node1"}})
     assert result["failed"] and "app_placement: apps.web must be a list" in result["msg"]
     assert not (tmp_path / "h.yml").exists()
+
+
+def test_online_nodes_from_a_node_info_result():
+    nodes = [{"name": "node1", "status": "online"}, {"name": "node2", "status": "offline"},
+             {"name": "node3", "status": "unreachable"}, {"name": "node4", "status": "online"},
+             {"status": "online"}, "junk"]
+    assert apps_filters.apps_online_nodes({"changed": False, "nodes": nodes}) == ["node1", "node4"]
+    assert apps_filters.apps_online_nodes({"changed": False, "nodes": []}) == []
+    # not asked: not known, nothing to say
+    assert apps_filters.apps_online_nodes({"skipped": True}) is None
+    assert apps_filters.apps_online_nodes(None) is None
+    # asked, no answer: not known (the plan counts every node as online)
+    assert apps_filters.apps_online_nodes({"failed": False, "msg": "connection refused"}) is None
+    assert apps_filters.apps_online_nodes({"unreachable": True, "msg": "ssh: timeout"}) is None
+
+
+def test_a_move_onto_a_taken_port_is_an_error_naming_both_apps():
+    """Placement follows the view: an app moving next to another on the same port stops the
+    plan before anything changes (the static validation could not see it)."""
+    order = ranked("web")
+    reg = {"web": app(replicas=1),
+           "other": app(nodes=[order[1]], hosts=["o.lab.test"])}
+    assert apps_filters.apps_plan(reg, NODES)["web"]["nodes"] == [order[0]]
+    with pytest.raises(apps_filters.AnsibleFilterError) as err:
+        apps_filters.apps_plan(reg, NODES, online=[order[1]])
+    assert f"app 'web': port 8081 on {order[1]} is already taken by 'other'" in str(err.value)
+    assert "nothing was changed" in str(err.value)
