@@ -37,26 +37,25 @@ setup:
 image: setup
 	@$(LAB) image $(if $(filter-out 0,$(HOSTMESH_FRESH_IMAGE)),--force)
 
-# The lab's Cloudflare (tests/cloudflare_server) listens on the lab network's
-# gateway, where inventory/lab's ddns_api_base_url points; the ddns role only
-# talks to it.
+# The lab's outside world listens on the lab network's gateway, where
+# inventory/lab points the roles (scripts/lab_gateway.py): the Cloudflare API
+# stand-in with its DNS, the ACME test CA (pebble), the image registry with the
+# demo app.
 LAB_STATE := $(ROOT)/inventory/lab/.hostmesh
 lab-up: image
 	@$(LAB) up
-	@$(PYTHON) $(ROOT)/scripts/lab_cloudflare.py start --state-dir $(LAB_STATE) \
-	  --subnet 10.231.1.0/24 --zone lab.test --dns >/dev/null
-	@$(PYTHON) $(ROOT)/scripts/lab_acme.py start --state-dir $(LAB_STATE) \
-	  --listen 10.231.1.1 --dns-server 10.231.1.1:53 >/dev/null
+	@$(PYTHON) $(ROOT)/scripts/lab_gateway.py start --state-dir $(LAB_STATE) \
+	  --subnet 10.231.1.0/24 >/dev/null
 
 # The lab's state goes with it (secrets, mesh record, DNS records, the local
 # Cloudflare API server); the wheel cache (hostmesh_cache_dir) stays.
 lab-down:
 	@$(LAB) down
-	@if [ -x $(PYTHON) ]; then $(PYTHON) $(ROOT)/scripts/lab_cloudflare.py stop \
-	  --state-dir $(LAB_STATE) >/dev/null; $(PYTHON) $(ROOT)/scripts/lab_acme.py stop \
+	@if [ -x $(PYTHON) ]; then $(PYTHON) $(ROOT)/scripts/lab_gateway.py stop \
 	  --state-dir $(LAB_STATE) >/dev/null; fi
 	@rm -rf inventory/lab/.hostmesh/secrets inventory/lab/.hostmesh/wireguard.json \
 	  inventory/lab/.hostmesh/cloudflare-api.* inventory/lab/.hostmesh/acme-* \
+	  inventory/lab/.hostmesh/registry inventory/lab/.hostmesh/registry.* \
 	  inventory/lab.hostmesh.yml
 
 lab-status:
@@ -66,7 +65,6 @@ lab-status:
 # inventory/lab.hostmesh.yml), whoami.lab.test through each node, the DNS records.
 demo: lab-up
 	ansible-playbook -i inventory/lab site.yml
-	ansible-playbook -i inventory/lab playbooks/tls.yml
 	@$(PYTHON) $(ROOT)/scripts/demo_show.py
 
 # pytest exits 5 when it collected no test: that fails `make test` like any

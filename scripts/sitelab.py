@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import lab_cloudflare
+import lab_gateway
 from lab import Lab, ensure_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +37,9 @@ def write_inventory(lab: Lab, dest: Path) -> Path:
     """Write `dest/hosts.yml` + `dest/group_vars` for `lab`; return `dest`.
 
     The first node is the primary, the others secondaries, as in inventory/lab.
-    Also starts the lab's Cloudflare API on the lab network's gateway, where
-    the lab group_vars point the ddns role (stop it with stop_local_cloudflare).
+    Also starts the lab's gateway services (scripts/lab_gateway.py: Cloudflare
+    API + DNS, ACME CA, image registry with the demo app) where the lab
+    group_vars point the roles; stop them with stop_local_cloudflare.
     """
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(
@@ -64,7 +65,7 @@ def write_inventory(lab: Lab, dest: Path) -> Path:
     }
     # JSON is YAML: no PyYAML needed before the venv exists.
     (dest / "hosts.yml").write_text(json.dumps(inventory, indent=2) + "\n")
-    lab_cloudflare.start(dest / ".hostmesh", lab_cloudflare.gateway_listen(lab.subnet), ["lab.test"])
+    lab_gateway.start(dest / ".hostmesh", lab.subnet)
     return dest
 
 
@@ -136,21 +137,18 @@ def changed_tasks(stdout: str) -> list[str]:
 
 
 def stop_local_cloudflare(inventory: Path) -> None:
-    """Stop the lab's local Cloudflare API server that write_inventory started."""
-    lab_cloudflare.stop(inventory / ".hostmesh")
+    """Stop the lab's gateway services (Cloudflare API, ACME CA, registry) that
+    write_inventory started."""
+    lab_gateway.stop(inventory / ".hostmesh")
 
 
 def start_acme(lab: Lab, inventory: Path) -> str:
-    """The lab's ACME CA (pebble, scripts/lab_acme.py) on the gateway, validating
-    DNS-01 through the lab's Cloudflare API, which then also answers DNS there
-    (port 53); return the CA's root certificate (PEM). Stop it with
-    `lab_acme.stop(inventory / ".hostmesh")`; the Cloudflare API stops as usual."""
-    import lab_acme
-
+    """The lab's ACME CA (pebble) on the gateway, validating DNS-01 through the
+    lab's Cloudflare API, which also answers DNS there (port 53): started by
+    write_inventory, left running when it runs; return the CA's root
+    certificate (PEM)."""
     state = inventory / ".hostmesh"
-    gateway = lab_cloudflare.gateway_listen(lab.subnet).split(":")[0]
-    lab_cloudflare.start(state, f"{gateway}:8787", ["lab.test"], f"{gateway}:53")
-    lab_acme.start(state, gateway, f"{gateway}:53")
+    lab_gateway.start(state, lab.subnet)
     return (state / "acme-root.pem").read_text()
 
 

@@ -1,0 +1,65 @@
+"""Container apps on the site lab (issue 16): hostmesh.cluster.apps in site.yml.
+
+Runs on the shared site lab (the `site` fixture: drill-node1..3, converged once
+by the real site.yml). The lab's gateway runs Debian's docker-registry with the
+demo image built on the controller (scripts/lab_gateway.py); the nodes run
+Debian's Docker Engine and pull from it.
+
+- The lab's whoami is a container app: from the lab registry, on node1 and
+  node3 only, answering through every node; no systemd demo unit anywhere; the
+  agents report it (the dynamic inventory's hostmesh_app_whoami group).
+- The apps drill (scripts/apps_drill.py) with a second app `hello`: deploy,
+  rerun changed=0, roll 1 -> 2 under load through every node, scale 2 -> 3 -> 2
+  under load, a rollout whose health check fails stops at the first node with
+  the other still on version 2, removal; 0 failed requests in each phase.
+  whoami's containers are not touched by any of it.
+The module leaves the cluster as it found it (hello removed).
+"""
+
+from __future__ import annotations
+
+import apps_drill
+import lab_registry
+from sitedrill import LAB, RUNS_WHOAMI, get, inventory_groups, on_node, wait_for
+
+
+def whoami_containers() -> dict[str, str]:
+    """node -> `image id` of its whoami container ('' when it has none)."""
+    return {n: on_node(n, "docker", "ps", "--filter", "label=hostmesh.app=whoami",
+                       "--format", "{{.Image}} {{.ID}}") for n in LAB.nodes}
+
+
+def test_whoami_is_a_container_from_the_lab_registry(site):
+    image = f"{apps_drill.registry(LAB)}/{lab_registry.REPOSITORY}:1"
+    running = whoami_containers()
+    assert {n for n, c in running.items() if c} == RUNS_WHOAMI, running
+    assert all(c.split()[0] == image for c in running.values() if c), running
+    for node in LAB.nodes:
+        # the systemd demo of earlier versions is gone
+        assert on_node(node, "sh", "-c", "systemctl cat hostmesh-whoami.service >/dev/null 2>&1"
+                       " && echo unit || echo none") == "none", node
+        status, body = get(node)
+        assert status == 200 and body in RUNS_WHOAMI, (node, status, body)
+        if node in RUNS_WHOAMI:
+            assert body == node  # served by its own replica
+
+
+def test_agents_report_whoami_to_the_primary(site):
+    # a report is as fresh as the node's last heartbeat (5 s) plus the reporter's 5 s
+    groups = wait_for(
+        lambda: (g := inventory_groups(site.cfg)).get("hostmesh_app_whoami") and g,
+        60, "the hostmesh_app_whoami group in the dynamic inventory")
+    assert sorted(groups["hostmesh_app_whoami"]) == sorted(RUNS_WHOAMI)
+
+
+def test_apps_roll_out_scale_stop_and_go_without_a_failed_request(site):
+    before = whoami_containers()
+    apps_drill.push_images(LAB)
+    figures = apps_drill.scenario(LAB, site.inventory)  # each check fails the test
+    for name, (value, unit) in figures.items():
+        print(f"{name}: {value:.1f} {unit}" if isinstance(value, float) else
+              f"{name}: {value} {unit}")
+    for phase in ("rollout", "scale_up", "scale_down", "bad_rollout"):
+        assert figures[f"apps_{phase}_failed_requests"][0] == 0, phase
+    assert figures["apps_noop_changed_tasks"][0] == 0
+    assert whoami_containers() == before  # the other app was never touched
