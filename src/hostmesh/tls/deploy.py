@@ -96,20 +96,30 @@ def install(sources: dict[str, tuple[bytes, bytes]], tls_dir: str | Path,
 
 def _prune(tls: Path, current: dict[str, str]) -> None:
     """Keep each set's current and previous pair; remove older ones and unknown sets' pairs."""
-    found: dict[str, list[tuple[float, str]]] = {}
-    for f in tls.iterdir():
+    for path in stale(tls, current):
+        path.unlink(missing_ok=True)
+
+
+def stale(tls: str | Path, current: dict[str, str]) -> list[Path]:
+    """The files ``_prune`` removes from ``tls``: every ``*.crt``/``*.key`` but each
+    set's current pair and its previous one (the newest other ``.crt`` of the set by
+    mtime, kept for a reload that is still reading it and for a roll-back by hand).
+    A set not in ``current`` keeps nothing. The tls role keeps the same files, so a
+    renewal the agents installed leaves nothing for its next run to change."""
+    tls = Path(tls)
+    try:
+        files = [f for f in tls.iterdir() if f.suffix in (".crt", ".key")]
+    except OSError:
+        return []
+    older: dict[str, list[tuple[float, str]]] = {}
+    for f in files:
         m = _PAIR.match(f.name)
-        if m and f.suffix == ".crt":
-            found.setdefault(m["set"], []).append((f.stat().st_mtime, m["serial"]))
-    for name, versions in found.items():
-        keep = {current.get(name)}
-        older = sorted((v for v in versions if v[1] != current.get(name)), reverse=True)
-        if name in current and older:
-            keep.add(older[0][1])
-        for _mtime, serial in versions:
-            if serial not in keep:
-                for ext in (".crt", ".key"):
-                    (tls / f"{name}-{serial}{ext}").unlink(missing_ok=True)
+        if m and f.suffix == ".crt" and m["serial"] != current.get(m["set"]):
+            older.setdefault(m["set"], []).append((f.stat().st_mtime, m["serial"]))
+    keep = {(name, serial) for name, serial in current.items()}
+    keep |= {(name, max(versions)[1]) for name, versions in older.items() if name in current}
+    return sorted(f for f in files
+                  if not ((m := _PAIR.match(f.name)) and (m["set"], m["serial"]) in keep))
 
 
 def _serial(chain: bytes) -> str:

@@ -29,6 +29,14 @@ role reads to keep a newer certificate than the one it carries only when it is
 trusted. ``verify --issuer-state-dir DIR``: the same check on the issuer's current
 pair of each ``--set`` (JSON; exit 1 when one fails), which the role runs on the
 primary before it turns agent sync on.
+
+``probe``: what the tls role would change on this node, in one command (a spec on
+standard input, JSON out; nothing is changed and no key material is printed): the
+files and units it manages (``differs``), the pairs served and whether each passes
+the check, whether every pair file is as the role writes it, the files its cleanup
+would remove, the issuer's current pairs (on the primary) and the virtualenv's
+target and install record. The role includes its writing tasks only where this finds
+a difference, so a converged cluster costs a few tasks.
 """
 
 from __future__ import annotations
@@ -146,6 +154,111 @@ def verify_issued(state_dir: Path, sets: dict[str, list[str]], roots: str) -> di
     return out
 
 
+def _file_differs(spec: dict) -> bool:
+    """True when ``spec`` (path, state file/directory/absent, mode, owner, group,
+    sha256) does not describe the file as it is."""
+    import grp
+    import hashlib
+    import os
+    import pwd
+    import stat
+
+    try:
+        st = os.lstat(spec["path"])
+    except FileNotFoundError:
+        return spec["state"] != "absent"
+    if spec["state"] == "absent":
+        return True
+    kind = stat.S_ISDIR if spec["state"] == "directory" else stat.S_ISREG
+    if not kind(st.st_mode) or format(stat.S_IMODE(st.st_mode), "04o") != spec["mode"]:
+        return True
+    try:
+        if (pwd.getpwuid(st.st_uid).pw_name != spec["owner"]
+                or grp.getgrgid(st.st_gid).gr_name != spec["group"]):
+            return True
+    except KeyError:
+        return True
+    if spec.get("sha256"):
+        with open(spec["path"], "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest() != spec["sha256"]
+    return False
+
+
+def _unit_differs(spec: dict) -> bool:
+    import subprocess
+
+    def ask(what: str) -> str:
+        try:
+            return subprocess.run(["systemctl", what, spec["name"]], capture_output=True,
+                                  text=True, check=False, timeout=30).stdout.strip()
+        except OSError:
+            return ""
+
+    if "enabled" in spec and (ask("is-enabled") == "enabled") != spec["enabled"]:
+        return True
+    return "active" in spec and (ask("is-active") == "active") != spec["active"]
+
+
+def _pair_right(tls: Path, base: str, owner: str, group: str) -> bool:
+    """Both files of a pair as the role writes them: the chain's hash names it, 0644
+    and 0600, Traefik's user and group, and the key belongs to the chain."""
+    crt, key = tls / f"{base}.crt", tls / f"{base}.key"
+    for path, mode in ((crt, "0644"), (key, "0600")):
+        if _file_differs({"path": str(path), "state": "file", "mode": mode, "owner": owner,
+                          "group": group}):
+            return False
+    try:
+        chain = crt.read_bytes()
+        if not base.endswith("-" + bundle.version_of(chain)):
+            return False
+        bundle.server_context(chain, key.read_bytes())
+    except (OSError, bundle.BundleError):
+        return False
+    return True
+
+
+def probe(spec: dict) -> dict:
+    """The role's one look at a node (see the module's text)."""
+    import importlib.util
+    import platform
+
+    tls, dyn = Path(spec["tls_dir"]), Path(spec["dynamic_dir"])
+    sets = {name: list(names) for name, names in spec.get("sets", {}).items()}
+    roots = spec.get("roots", "")
+    out: dict = {
+        "target": f"{sys.version_info[0]}.{sys.version_info[1]}:{platform.machine()}",
+        "differs": [f["path"] for f in spec.get("files", []) if _file_differs(f)]
+        + [u["name"] for u in spec.get("units", []) if _unit_differs(u)],
+    }
+    record = Path(spec["manifest"]) if spec.get("manifest") else None
+    out["installed"] = record.read_text() if record is not None and record.is_file() \
+        and importlib.util.find_spec("acme") else ""
+    if spec.get("issuer_state_dir"):
+        issued = {}
+        for name, verdict in verify_issued(Path(spec["issuer_state_dir"]), sets, roots).items():
+            chain = (Path(spec["issuer_state_dir"]) / "certs" / name / "current"
+                     / "fullchain.pem").read_bytes()
+            info = bundle.inspect(chain)
+            issued[name] = {"version": bundle.version_of(chain), "serial": info["serial"],
+                            "not_after": info["not_after"], **verdict}
+        out["issued"] = issued
+    out["served"] = status(tls, dyn, sets, roots)
+    current = deploy.installed(tls, dyn)
+    out["pairs"] = {p.cert.stem: _pair_right(tls, p.cert.stem, spec["owner"], spec["group"])
+                    for p in current.values()}
+    out["stale"] = [str(p) for p in deploy.stale(tls, {n: p.serial for n, p in current.items()})]
+    try:
+        text = (dyn / deploy.DYNAMIC_NAME).read_text(encoding="utf-8")
+        config = json.loads("\n".join(ln for ln in text.splitlines() if not ln.startswith("#")))
+        # byte for byte what the role (to_nice_json) and deploy.render write for it
+        canonical = text == (deploy.render([]).partition("\n")[0] + "\n"
+                             + json.dumps(config, indent=2, sort_keys=True) + "\n")
+        out["dynamic"] = config if canonical else "not as the role writes it"
+    except (OSError, ValueError, IndexError):
+        out["dynamic"] = None
+    return out
+
+
 def _mtime(path: Path) -> int:
     try:
         return path.stat().st_mtime_ns
@@ -166,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ver = sub.add_parser("verify", help="check the issuer's current pairs (JSON; exit 1 when "
                                         "one fails)")
     ver.add_argument("--issuer-state-dir", required=True, help="the issuer's --state-dir")
+    sub.add_parser("probe", help="what the tls role would change here (a JSON spec on "
+                                 "standard input; JSON out)")
     for p in (inst, st, ver):
         p.add_argument("--set", action="append", default=[], dest="sets",
                        help="NAME=name1,name2: a set this node serves (repeat)")
@@ -175,6 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--tls-dir", required=True)
         p.add_argument("--dynamic-dir", required=True)
     args = parser.parse_args(argv)
+    if args.command == "probe":
+        try:
+            print(json.dumps(probe(json.load(sys.stdin)), sort_keys=True))
+        except (ValueError, KeyError, TypeError, OSError, bundle.BundleError) as exc:
+            log.error("probe: %s", exc)
+            return 2
+        return 0
     try:
         sets = _sets(args.sets)
         roots = trust.read_roots(args.trusted_roots)
