@@ -23,6 +23,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 import textwrap
 from pathlib import Path
 
@@ -115,6 +116,15 @@ def consumer(tmp_path_factory) -> Consumer:
     pip = [c.tool("python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     run([*pip, f"ansible-core=={ansible_core_version()}"], c.root,
         {**os.environ, "HOME": os.environ.get("HOME", str(c.home))})
+    # The collection's one dependency, community.docker, offline from the copy the
+    # `ansible` package put into this venv (as a site without Galaxy would use a mirror).
+    bundled = Path(sysconfig.get_paths()["purelib"]) / "ansible_collections" / "community"
+    deps = c.root / "deps.yml"
+    deps.write_text(yaml.safe_dump({"collections": [
+        {"name": str(bundled / name), "type": "dir"}
+        for name in ("docker", "library_inventory_filtering_v1")]}))
+    run([c.tool("ansible-galaxy"), "collection", "install", "--offline", "-p",
+         c.project / "collections", "-r", deps], c.project, c.env())
     run([c.tool("ansible-galaxy"), "collection", "install", "--offline", "-p",
          c.project / "collections", tarball], c.project, c.env())
     installed = c.project / "collections" / "ansible_collections" / "hostmesh" / "cluster"
@@ -141,8 +151,10 @@ def test_the_fresh_venv_has_no_hostmesh_package_and_no_checkout_in_sight(consume
     listing = consumer.ansible("ansible-galaxy", "collection", "list", "--format", "json").stdout
     found = {name: path for path, colls in json.loads(listing).items() for name in colls
              if not name.startswith("ansible.")}  # ansible-core's own internal collections
-    assert found == {"hostmesh.cluster":
-                     str(consumer.project / "collections" / "ansible_collections")}
+    # the collection and its declared dependency (with its own), all in the project
+    here = str(consumer.project / "collections" / "ansible_collections")
+    assert found == {"hostmesh.cluster": here, "community.docker": here,
+                     "community.library_inventory_filtering_v1": here}
     installed = consumer.project / "collections" / "ansible_collections" / "hostmesh" / "cluster"
     assert installed.is_dir() and not installed.is_symlink()
     freeze = run([consumer.tool("python"), "-m", "pip", "freeze"], consumer.root,

@@ -56,12 +56,14 @@ def tarball(project: Path) -> Path:
 
 def test_declared_files_agree_with_each_other():
     galaxy = load(ROOT / "galaxy.yml")
-    assert galaxy["dependencies"] == {}, "a dependency needs Galaxy: declare it in requirements.yml too"
+    # the apps role's containers; requirements.yml names it too, with the same bound
+    assert galaxy["dependencies"] == {"community.docker": ">=3.4.0"}
     meta = load(ROOT / "meta" / "execution-environment.yml")
     assert meta["dependencies"] == {"python": "requirements.txt", "system": "bindep.txt"}
     reqs = [ln.split("#")[0].strip() for ln in (ROOT / "requirements.txt").read_text().splitlines()]
     assert [r for r in reqs if r] == ["cloudflare>=4"]
-    (coll,) = load(ROOT / "requirements.yml")["collections"]
+    coll, docker = load(ROOT / "requirements.yml")["collections"]
+    assert docker == {"name": "community.docker", "version": galaxy["dependencies"]["community.docker"]}
     assert coll["name"] == "hostmesh.cluster"
     assert coll["source"] == f"dist/hostmesh-cluster-{galaxy['version']}.tar.gz", \
         "requirements.yml must name the tarball of galaxy.yml's version"
@@ -77,7 +79,8 @@ def test_ansible_builder_create_makes_a_context_with_our_requirements(project, t
          "--context", str(context)], tmp_path)
     build = context / "_build"
     galaxy_reqs = load(build / "requirements.yml")
-    (coll,) = galaxy_reqs["collections"]
+    coll, docker = galaxy_reqs["collections"]
+    assert docker["name"] == "community.docker"
     assert coll["name"] == "hostmesh.cluster" and coll["type"] == "file"
     # the tarball sits where the galaxy stage (WORKDIR /build) looks for it
     copied = build / coll["source"]
