@@ -171,9 +171,12 @@ def test_replicas_follow_the_primarys_view_and_stay(lab):
     # 3. node3 is back: nothing moves back (stable), nothing changes
     cluster.agents["node3"].start()
     cluster.wait_for(lambda n: n["node3"]["status"] == "online", what="node3 online again")
-    res, changed = play(tmp)
+    res, changed = play(tmp, "-vvv")
     assert plan(tmp) == moved and changed == 0
     assert "is not online" not in res.stdout + res.stderr
+    # -vvv shows the module's arguments: the token is masked there, and nowhere else
+    assert '"token": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"' in res.stdout
+    assert cluster.admin_token not in res.stdout + res.stderr
 
     # 4. the primary does not answer: a warning, the recorded placement stays
     res, changed = play(tmp, "-e", "apps_primary_api_url=http://127.0.0.1:9")
