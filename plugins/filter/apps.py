@@ -110,11 +110,15 @@ def apps_placement_record(plan, services):
     return placement_record(services, plan)
 
 
-def apps_errors(services, nodes, reserved_ports=None):
-    """Problems of the registry's apps, each naming the app (empty when valid)."""
+def apps_errors(services, nodes, reserved_ports=None, placed=None):
+    """Problems of the registry's apps, each naming the app (empty when valid).
+
+    ``placed``: app -> nodes as recorded (ports are checked where the replicas stay).
+    """
     if not isinstance(services, dict):
         return ["hostmesh_services must be a mapping of service name to settings"]
-    return validate_apps(services, list(nodes or []), set(reserved_ports or []))
+    return validate_apps(services, list(nodes or []), set(reserved_ports or []),
+                         placed=_placed(placed))
 
 
 def apps_image_ref(image):

@@ -325,11 +325,12 @@ def _check_container(pre, ctr):
     return errors
 
 
-def validate_apps(services, nodes, reserved_ports=()):
+def validate_apps(services, nodes, reserved_ports=(), online=None, placed=None):
     """Problems of the registry's apps (empty when valid); every message names the app.
 
     ``nodes`` are the cluster's node names; ``reserved_ports`` are host ports that no
-    app may publish (Traefik's, the agent's).
+    app may publish (Traefik's, the agent's). Ports are checked where the replicas are
+    placed with ``online`` and ``placed`` (see :func:`plan_placement`).
     """
     errors = []
     if not isinstance(services, dict):
@@ -345,7 +346,7 @@ def validate_apps(services, nodes, reserved_ports=()):
             errors.extend(_check_container(pre, svc["container"]))
             if svc.get("nodes") is None and svc.get("replicas") is None:
                 errors.append(f"{pre}: set nodes: [...] or replicas: N (where the app runs)")
-    resolved = resolve_placement(services, nodes)
+    resolved = resolve_placement(services, nodes, online, placed)
     taken = {}  # (node, port) -> service name
     for name in sorted(resolved, key=str):
         svc = resolved[name]

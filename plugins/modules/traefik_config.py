@@ -319,6 +319,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.hostmesh.cluster.plugins.module_utils._apps_validate import (
     plan_placement,
     read_placement,
+    validate_apps,
 )
 from ansible_collections.hostmesh.cluster.plugins.module_utils._atomic import (
     read_text,
@@ -341,18 +342,17 @@ def _build(params):
         return params["config"], []
     if not params["node"]:
         raise ConfigError(["node is required with services"])
-    services = params["services"]
-    errors, warnings = validate_registry(services, params["nodes"], params["reserved_ports"])
-    if not errors:
-        # replicas -> nodes with the placement inputs (the build validates the result again)
-        try:
-            placed = read_placement({"hostmesh_apps_placement": 1, "apps": params["app_placement"]})
-        except ValueError as exc:
-            raise ConfigError([f"app_placement: {exc}"]) from None
-        services, notes = plan_placement(
-            services, list(params["nodes"]), params["online_nodes"], placed
-        )
-        warnings = warnings + notes
+    services, nodes, notes = params["services"], list(params["nodes"]), []
+    try:
+        placed = read_placement({"hostmesh_apps_placement": 1, "apps": params["app_placement"]})
+    except ValueError as exc:
+        raise ConfigError([f"app_placement: {exc}"]) from None
+    online = params["online_nodes"]
+    if not validate_apps(services, nodes, params["reserved_ports"], online, placed):
+        # replicas -> nodes with the placement inputs; the build validates the result again
+        # (with an invalid app the build names the problems of the registry as given)
+        services, notes = plan_placement(services, nodes, online, placed)
+    warnings = validate_registry(services, params["nodes"], params["reserved_ports"])[1] + notes
     config = build_dynamic_config(
         services,
         params["node"],

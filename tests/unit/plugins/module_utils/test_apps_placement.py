@@ -262,3 +262,22 @@ def test_a_move_onto_a_taken_port_is_an_error_naming_both_apps():
         apps_filters.apps_plan(reg, NODES, online=[order[1]])
     assert f"app 'web': port 8081 on {order[1]} is already taken by 'other'" in str(err.value)
     assert "nothing was changed" in str(err.value)
+
+
+def test_ports_are_checked_where_the_replicas_are_recorded(tmp_path):
+    """A port that would collide only where rendezvous alone would put the replica is no
+    error when the record keeps it elsewhere: for the apps role's checks and for Traefik."""
+    order = ranked("web")
+    reg = {"web": app(replicas=1), "other": app(nodes=[order[0]], hosts=["o.lab.test"])}
+    collision = f"app 'web': port 8081 on {order[0]} is already taken by 'other'"
+    assert collision in " ".join(apps_filters.apps_errors(reg, NODES))
+    placed = {"web": [order[1]]}
+    assert apps_filters.apps_errors(reg, NODES, placed=placed) == []
+    assert apps_filters.apps_plan(reg, NODES, placed=placed)["web"]["nodes"] == [order[1]]
+    args = {"path": str(tmp_path / "hostmesh.yml"), "node": "node1", "nodes": MESH,
+            "services": reg}
+    result = run_module(tmp_path, dict(args, app_placement=placed))
+    assert not result.get("failed"), result
+    assert routed_nodes(result["config"], "web") == [order[1]]
+    result = run_module(tmp_path, args)
+    assert result["failed"] and collision in result["msg"]
