@@ -13,6 +13,10 @@ role's record). The rule, in order of preference:
 3. only when too few nodes are online: nodes that are not online (those that
    held a replica first), rather than failing.
 
+While half or more of the nodes are not online the view is not used at all
+(every node counts as online), as for the routes and DNS: the primary may be the
+one cut off.
+
 Within each step nodes are taken in the app's rendezvous order (highest hash
 of (app name, node name) first), so that different apps spread over different
 nodes and, with nothing recorded and every node online, the placement is the
@@ -130,6 +134,27 @@ def placement(name, svc, nodes, online=None, current=()):
     return []
 
 
+def trusted_view(online, nodes):
+    """(``online``, None), or (None, why) when the view is not used for placement.
+
+    The same guard as the routes' and DNS's use of the primary's view: while half or more
+    of the nodes are not online, the primary may be the one cut off; moving replicas then
+    could move them all onto it. Every node then counts as online.
+    """
+    if online is None or not nodes:
+        return online, None
+    down = [n for n in nodes if n not in set(online)]
+    if down and 2 * len(down) >= len(nodes):
+        return None, (
+            "apps: the primary reports {} of the {} nodes not online ({}); with half or more "
+            "down it may be the one cut off, so its view is not used for placement: replicas "
+            "stay where they were placed, missing ones go to nodes in rendezvous order".format(
+                len(down), len(nodes), ", ".join(down)
+            )
+        )
+    return online, None
+
+
 def plan_placement(services, nodes, online=None, placed=None):
     """(copy of the registry with ``replicas`` replaced by the ``nodes`` it places on, notes).
 
@@ -143,6 +168,10 @@ def plan_placement(services, nodes, online=None, placed=None):
     nodes = list(nodes)
     placed = placed or {}
     out, notes = {}, []
+    online, doubt = trusted_view(online, nodes)
+    if doubt and any(isinstance(s, dict) and s.get("nodes") is None
+                     and s.get("replicas") is not None for s in services.values()):
+        notes.append(doubt)
     for name, svc in services.items():
         if isinstance(svc, dict) and svc.get("nodes") is None and svc.get("replicas") is not None:
             replicas = svc["replicas"]

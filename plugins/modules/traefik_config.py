@@ -90,7 +90,8 @@ options:
   online_nodes:
     description:
       - The nodes the primary reports online, preferred for replicas (see O(app_placement)).
-        Not given, every node counts as online.
+        Not given, or while half or more of O(nodes) are missing from it (the primary may be
+        the one cut off; a warning says so), every node counts as online.
     type: list
     elements: str
     version_added: 0.3.0

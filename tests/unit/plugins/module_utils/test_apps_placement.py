@@ -193,7 +193,8 @@ def routed_nodes(config, name):
     return sorted(nodes)
 
 
-@pytest.mark.parametrize("case", ["stable", "offline", "fallback", "no view", "pinned"])
+@pytest.mark.parametrize("case", ["stable", "offline", "fallback", "no view", "doubtful",
+                                  "pinned"])
 def test_routes_and_containers_get_the_same_nodes(tmp_path, case):
     """The traefik_config module (run as Ansible runs it) and the apps role's filter place
     the replicas on the same nodes from the same inputs."""
@@ -202,12 +203,15 @@ def test_routes_and_containers_get_the_same_nodes(tmp_path, case):
     online, placed = {
         "stable": (NODES, {"web": [third, fourth]}),
         "offline": ([first, second, third], {"web": [third, fourth]}),
-        "fallback": ([third], {"web": [first, second]}),
+        "fallback": ([first, second, third], {}),
         "no view": (None, {"web": [second, fourth]}),
+        "doubtful": ([third], {"web": [first, second]}),
         "pinned": ([first], {}),
     }[case]
     if case == "pinned":
         reg = {"web": app(nodes=[second, third])}
+    if case == "fallback":
+        reg = {"web": app(replicas=4)}
     plan = apps_filters.apps_plan(reg, NODES, online=online, placed=placed)
     args = {"path": str(tmp_path / "hostmesh.yml"), "node": "node1", "nodes": MESH,
             "services": reg, "app_placement": placed}
@@ -219,14 +223,17 @@ def test_routes_and_containers_get_the_same_nodes(tmp_path, case):
     expected = {
         "stable": [third, fourth],
         "offline": [third, first],
-        "fallback": [third, first],
+        "fallback": NODES,
         "no view": [second, fourth],
+        "doubtful": [first, second],
         "pinned": [second, third],
     }[case]
     assert sorted(plan["web"]["nodes"]) == sorted(expected)
     warned = json.dumps(result.get("warnings", []))
-    assert (fourth in warned) == (case == "offline")
-    assert ("only 1 of its 2 replicas" in warned) == (case == "fallback")
+    assert (f"{fourth} is not online (the primary's view), its replica moves to {first}"
+            in warned) == (case == "offline")
+    assert ("only 3 of its 4 replicas" in warned) == (case == "fallback")
+    assert ("its view is not used for placement" in warned) == (case == "doubtful")
 
 
 def test_the_module_refuses_a_malformed_placement(tmp_path):
@@ -259,7 +266,7 @@ def test_a_move_onto_a_taken_port_is_an_error_naming_both_apps():
            "other": app(nodes=[order[1]], hosts=["o.lab.test"])}
     assert apps_filters.apps_plan(reg, NODES)["web"]["nodes"] == [order[0]]
     with pytest.raises(apps_filters.AnsibleFilterError) as err:
-        apps_filters.apps_plan(reg, NODES, online=[order[1]])
+        apps_filters.apps_plan(reg, NODES, online=order[1:])
     assert f"app 'web': port 8081 on {order[1]} is already taken by 'other'" in str(err.value)
     assert "nothing was changed" in str(err.value)
 
@@ -281,3 +288,21 @@ def test_ports_are_checked_where_the_replicas_are_recorded(tmp_path):
     assert routed_nodes(result["config"], "web") == [order[1]]
     result = run_module(tmp_path, args)
     assert result["failed"] and collision in result["msg"]
+
+
+@pytest.mark.parametrize(("down", "used"), [(0, True), (1, True), (2, False), (4, False)])
+def test_the_view_is_not_used_while_half_the_nodes_or_more_are_down(down, used):
+    """The routes' and DNS's guard: a primary that sees half the cluster or more down may be
+    the one cut off; its view would move every replica onto it."""
+    first, second, third, fourth = ranked()
+    online = [n for n in NODES if n not in (first, second, third, fourth)[:down]]
+    reg = {"web": app(replicas=2)}
+    out, notes = av.plan_placement(reg, NODES, online=online, placed={"web": [first, second]})
+    if used:
+        assert out["web"]["nodes"] == [n for n in NODES if n in (first, second, third)[down:][:2]]
+        assert all("not used" not in n for n in notes)
+    else:
+        assert set(out["web"]["nodes"]) == {first, second}
+        assert len(notes) == 1 and f"reports {down} of the 4 nodes not online" in notes[0]
+    # no app with replicas: nothing to say
+    assert av.plan_placement({"p": app(nodes=["node1"])}, NODES, online=online)[1] == []
