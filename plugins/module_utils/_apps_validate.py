@@ -55,13 +55,12 @@ IMAGE_RE = re.compile(
 )
 VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The apps role's placement record: {"hostmesh_apps_placement": 1, "apps": {app: [nodes]}}
+PLACEMENT_FORMAT = 1
 
 
 def _int(value):
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-PLACEMENT_FORMAT = 1
 
 
 def rank(name, nodes):
@@ -122,16 +121,6 @@ def place_replicas(name, count, nodes, online=None, current=()):
 
 def is_app(svc):
     return isinstance(svc, dict) and svc.get("container") is not None
-
-
-def placement(name, svc, nodes, online=None, current=()):
-    """Nodes an entry runs on: its ``nodes``, else ``replicas`` placed over ``nodes``."""
-    if svc.get("nodes") is not None:
-        return list(svc["nodes"])
-    replicas = svc.get("replicas")
-    if _int(replicas) and 0 < replicas <= len(nodes):
-        return place_replicas(name, replicas, nodes, online, current)[0]
-    return []
 
 
 def trusted_view(online, nodes):
