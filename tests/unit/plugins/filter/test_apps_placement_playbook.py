@@ -150,6 +150,7 @@ def test_replicas_follow_the_primarys_view_and_stay(lab):
     assert "[WARNING]" not in res.stdout + res.stderr.replace("[WARNING]: Deprecation", "")
     assert all(v == sorted(first) for v in routed(tmp).values())
     assert play(tmp)[1] == 0  # converged: routes and record unchanged
+    assert play(tmp, "--check", "--diff")[1] == 0
 
     # 2. node3 goes offline: its replica moves to the online node left, with a warning
     cluster.agents["node3"].stop()
