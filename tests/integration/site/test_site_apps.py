@@ -13,6 +13,9 @@ Debian's Docker Engine and pull from it.
   under load, a rollout whose health check fails stops at the first node with
   the other still on version 2, removal; 0 failed requests in each phase.
   whoami's containers are not touched by any of it.
+- A bad app (unknown node, more replicas than nodes, an image the registry
+  does not have, a port another app takes on the same node) stops site.yml in
+  its up-front checks, naming the app, before any play that changes a node.
 The module leaves the cluster as it found it (hello removed).
 """
 
@@ -20,13 +23,18 @@ from __future__ import annotations
 
 import apps_drill
 import lab_registry
-from sitedrill import LAB, RUNS_WHOAMI, get, inventory_groups, on_node, wait_for
+import pytest
+import yaml
+from sitedrill import LAB, RUNS_WHOAMI, docker, get, inventory_groups, on_node, wait_for
+from sitelab import changed_count, run_playbook
 
 
 def whoami_containers() -> dict[str, str]:
-    """node -> `image id` of its whoami container ('' when it has none)."""
-    return {n: on_node(n, "docker", "ps", "--filter", "label=hostmesh.app=whoami",
-                       "--format", "{{.Image}} {{.ID}}") for n in LAB.nodes}
+    """node -> `image id` of its whoami container ('' when it has none, or no
+    Docker Engine: a node without apps does not get one)."""
+    return {n: docker("exec", LAB.container(n), "docker", "ps", "--filter",
+                      "label=hostmesh.app=whoami", "--format", "{{.Image}} {{.ID}}",
+                      check=False).stdout.strip() for n in LAB.nodes}
 
 
 def test_whoami_is_a_container_from_the_lab_registry(site):
@@ -63,3 +71,31 @@ def test_apps_roll_out_scale_stop_and_go_without_a_failed_request(site):
         assert figures[f"apps_{phase}_failed_requests"][0] == 0, phase
     assert figures["apps_noop_changed_tasks"][0] == 0
     assert whoami_containers() == before  # the other app was never touched
+
+
+BAD_APPS = {
+    "unknown node": ({"nodes": ["node9"]}, "node9"),
+    "more replicas than nodes": ({"replicas": 5}, "replicas"),
+    "image not in the registry": ({"image": "nope"}, "is not in its registry"),
+    "port of another app": ({"port": 8081, "nodes": ["node1"]}, "8081"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_APPS))
+def test_bad_app_stops_site_yml_before_any_node_changes(site, case):
+    settings, says = BAD_APPS[case]
+    registry = apps_drill.services(LAB, settings.get("image", "1"))
+    hello = registry["hello"]
+    if "nodes" in settings:
+        hello.pop("replicas")
+        hello["nodes"] = settings["nodes"]
+    hello.update({k: v for k, v in settings.items() if k in ("replicas", "port")})
+    extra = site.inventory.parent / "bad-app.yml"
+    extra.write_text(yaml.safe_dump({"hostmesh_services": registry}))
+    proc, _ = run_playbook(site.inventory, "site.yml", "-e", f"@{extra}", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert "'hello'" in out and says in out, out[-3000:]
+    # stopped by the up-front checks: no play that changes a node began
+    assert "PLAY [Close every port" not in out, out[-3000:]
+    assert changed_count(proc.stdout) == 0
