@@ -35,6 +35,7 @@ systemd unit shows failed), 2 bad configuration (nothing was ordered).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
@@ -148,6 +149,15 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(issuer.status(), indent=2, sort_keys=True))
         return 0
     os.umask(0o077)
+    # One pass at a time (the timer's and the tls role's may start together): a second
+    # pass waits, then finds the certificate the first one ordered; never two orders.
+    cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(cfg.state_dir / "pass.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _pass(args, cfg, issuer, log)
+
+
+def _pass(args: argparse.Namespace, cfg, issuer, log) -> int:
     status = issuer.run_once(force=args.force)
     bad = [name for name, st in status["sets"].items()
            if st.get("failures") or not st.get("serial")]

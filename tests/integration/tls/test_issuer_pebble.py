@@ -7,6 +7,7 @@ the stand-in's v4 API. Nothing leaves loopback.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -272,3 +273,26 @@ def test_cli_pass_exit_codes_and_no_secret_on_stderr(pebble, cf, tmp_path):
     assert down.returncode == 1 and "cannot reach the ACME CA" in down.stderr
     assert "serving the current certificate" in down.stderr
     assert (tmp_path / "state/certs/example.org/current/privkey.pem").read_text() == key
+
+
+def test_two_passes_at_once_make_one_order(pebble, cf, tmp_path):
+    """The timer's pass and the tls role's may start together: one orders, the other
+    waits for it (a lock in the state directory) and finds the certificate."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+    env_file = tmp_path / "acme.env"
+    env_file.write_text(
+        f"ACME_DIRECTORY_URL={pebble.directory_url}\nACME_CA_BUNDLE={pebble.ca_bundle}\n"
+        f"ACME_ZONE={ZONE}\nACME_CLUSTER=t1\nACME_CERTS=example.org,*.example.org\n"
+        f"ACME_STATE_DIR={tmp_path / 'state'}\nACME_TOKEN_FILE={token_file}\n"
+        f"CLOUDFLARE_BASE_URL={cf.base_url}\nACME_PROPAGATION_SECONDS=0\n")
+    hostmesh = [sys.executable, "-m", "hostmesh.cli", "acme", "renew", "--config", str(env_file)]
+    passes = [subprocess.Popen(hostmesh, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in passes]
+    assert [p.returncode for p in passes] == [0, 0, 0], outs
+    assert sum("issued for" in err for _out, err in outs) == 1, outs
+    status = json.loads((tmp_path / "state" / "status.json").read_text())
+    assert status["sets"]["example.org"]["orders"] == 1
+    assert oct((tmp_path / "state" / "pass.lock").stat().st_mode & 0o777) == "0o600"
