@@ -130,6 +130,9 @@ def drill(inventory: Path, root: str, validity: int, renewals: int) -> dict:
     check("PRIVATE KEY" not in proc.stdout + proc.stderr, "a key in site.yml's output")
     first = issuer_status()
     check(first.get("serial"), "no certificate after site.yml")
+    say(f"tls_renewal_drill_orders_in_site: {first.get('orders')} orders")
+    check(first.get("orders") == 1, "site.yml made more than one order (the timer's pass and "
+          "the role's at once?)")
     lifetime = first["not_after"] - first["not_before"]
     say(f"tls_renewal_drill_certificate_lifetime: {lifetime:.0f} s")
     DRILL.wait(lambda: all(serial_of(n, root) == first["serial"] for n in LAB.nodes), 60,
