@@ -83,7 +83,7 @@ def test_every_node_serves_the_one_certificate_verified(tls_site):
 
 
 def test_secrets_stay_where_they_belong(site, tls_site):
-    out = site.first.stdout + site.first.stderr
+    out = site.first_run.stdout + site.first_run.stderr
     key = on_node("node1", "sh", "-c", "cat /var/lib/hostmesh-acme/certs/lab.test/current/privkey.pem")
     token = (tls_site["state"] / "secrets" / "cloudflare_api_token").read_text().strip()
     assert key.splitlines()[1] not in out and token not in out
