@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 
 
-def write_inventory(lab: Lab, dest: Path) -> Path:
-    """Write `dest/hosts.yml` + `dest/group_vars` for `lab`; return `dest`.
+def write_inventory(lab: Lab, dest: Path, nodes: list[str] | None = None) -> Path:
+    """Write `dest/hosts.yml` + `dest/group_vars` for `lab` (or only its `nodes`,
+    e.g. to add one later); return `dest`.
 
     The first node is the primary, the others secondaries, as in inventory/lab.
     Also starts the lab's gateway services (scripts/lab_gateway.py: Cloudflare
@@ -54,7 +55,7 @@ def write_inventory(lab: Lab, dest: Path) -> Path:
             "wireguard_endpoint": address,
         }
 
-    primary, *secondaries = lab.nodes
+    primary, *secondaries = nodes or lab.nodes
     inventory = {
         "hostmesh_nodes": {
             "children": {

@@ -48,7 +48,7 @@ PLAYBOOK = """
         tasks_from: preflight.yml
     - name: Show the plan to the test
       ansible.builtin.copy:
-        content: "{{ {'plan': _apps_plan, 'here': _apps_here} | to_json }}"
+        content: "{{ {'plan': _apps_plan, 'here': _apps_plan | dict2items | selectattr('value.nodes', 'contains', inventory_hostname) | map(attribute='key') | list} | to_json }}"
         dest: "{{ out_dir }}/plan-{{ inventory_hostname }}.json"
         mode: "0644"
       delegate_to: localhost
