@@ -69,9 +69,14 @@ def apps(inventory: Path, registry_: dict, check: bool = True):
 
 def get(address: str) -> tuple[int, str, str]:
     """(status, X-Whoami-Version, body) of hello.lab.test through the node at `address`."""
+    return get_host(address, HOST)
+
+
+def get_host(address: str, host: str) -> tuple[int, str, str]:
+    """(status, X-Whoami-Version, body) of `host` through the node at `address`."""
     conn = http.client.HTTPConnection(address, 80, timeout=3)
     try:
-        conn.request("GET", "/", headers={"Host": HOST})
+        conn.request("GET", "/", headers={"Host": host})
         resp = conn.getresponse()
         return resp.status, resp.getheader("X-Whoami-Version") or "", resp.read().decode().strip()
     except OSError as exc:

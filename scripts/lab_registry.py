@@ -27,6 +27,7 @@ insecure-registry setting.
 from __future__ import annotations
 
 import argparse
+import base64
 import gzip
 import hashlib
 import io
@@ -41,6 +42,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,9 +61,9 @@ class RegistryError(RuntimeError):
     """The lab registry failed; the message says what and how to fix it."""
 
 
-def _pid(state: Path) -> int | None:
+def _pid(state: Path, name: str = "registry") -> int | None:
     try:
-        pid = int((state / "registry.pid").read_text().strip())
+        pid = int((state / f"{name}.pid").read_text().strip())
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None
@@ -72,36 +74,43 @@ def _answers(address: str) -> bool:
     try:
         with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as resp:
             return resp.status == 200
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401  # a registry with basic auth answers, asking for it
     except (OSError, urllib.error.URLError):
         return False
 
 
-def start(state_dir: str | Path, listen: str) -> str:
+def start(state_dir: str | Path, listen: str, name: str = "registry",
+          htpasswd: Path | None = None) -> str:
+    """Start a registry on `listen` (files `<name>.*` and `<name>/` in `state_dir`);
+    with `htpasswd` (bcrypt lines) it asks for basic auth."""
     state = Path(state_dir).resolve()
-    if _pid(state) and _answers(listen):
+    if _pid(state, name) and _answers(listen):
         return "running"
     if not Path(BINARY).exists():
         raise RegistryError(
             f"{BINARY} is missing: install Debian's registry with "
             "`apt-get install docker-registry` (scripts/setup-host.sh does)"
         )
-    storage = state / "registry"
+    storage = state / name
     storage.mkdir(parents=True, exist_ok=True)
-    config = state / "registry.yml"
+    config = state / f"{name}.yml"
+    auth = {"auth": {"htpasswd": {"realm": "hostmesh-lab", "path": str(htpasswd)}}} if htpasswd else {}
     config.write_text(json.dumps({
+        **auth,
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
         "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
         "http": {"addr": listen},
     }, indent=2))
-    log = open(state / "registry.log", "ab")  # noqa: SIM115 (handed to the daemon)
+    log = open(state / f"{name}.log", "ab")  # noqa: SIM115 (handed to the daemon)
     proc = subprocess.Popen([BINARY, "serve", str(config)], stdout=log, stderr=log,
                             stdin=subprocess.DEVNULL, start_new_session=True)
-    (state / "registry.pid").write_text(f"{proc.pid}\n")
+    (state / f"{name}.pid").write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = (state / "registry.log").read_text(errors="replace")[-1500:]
+            tail = (state / f"{name}.log").read_text(errors="replace")[-1500:]
             raise RegistryError(f"docker-registry exited ({proc.returncode}):\n{tail}")
         if _answers(listen):
             return "started"
@@ -109,9 +118,21 @@ def start(state_dir: str | Path, listen: str) -> str:
     raise RegistryError(f"docker-registry does not answer on http://{listen}/v2/ after 20 s")
 
 
-def stop(state_dir: str | Path) -> str:
+def htpasswd_line(user: str, password: str) -> str:
+    """`user:<bcrypt hash>`, the only form the registry's htpasswd accepts. Through
+    libcrypt (Python's `crypt`, Python < 3.13): no bcrypt package needed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+    if not hashed or not hashed.startswith("$2"):
+        raise RegistryError("this system's libcrypt makes no bcrypt hashes (needed for htpasswd)")
+    return f"{user}:{hashed}"
+
+
+def stop(state_dir: str | Path, name: str = "registry") -> str:
     state = Path(state_dir).resolve()
-    pid = _pid(state)
+    pid = _pid(state, name)
     if pid is None:
         return "not running"
     os.kill(pid, signal.SIGTERM)
@@ -121,7 +142,7 @@ def stop(state_dir: str | Path) -> str:
         except OSError:
             break
         time.sleep(0.1)
-    (state / "registry.pid").unlink(missing_ok=True)
+    (state / f"{name}.pid").unlink(missing_ok=True)
     return "stopped"
 
 
@@ -171,26 +192,30 @@ def _request(method: str, url: str, data: bytes | None = None,
     return urllib.request.urlopen(req, timeout=30)
 
 
-def _upload(base: str, data: bytes) -> str:
+def _upload(base: str, data: bytes, auth: dict) -> str:
     digest = _digest(data)
     try:
-        _request("HEAD", f"{base}/blobs/{digest}")
+        _request("HEAD", f"{base}/blobs/{digest}", headers=auth)
         return digest
     except urllib.error.HTTPError as exc:
         if exc.code != 404:
             raise
-    with _request("POST", f"{base}/blobs/uploads/") as resp:
+    with _request("POST", f"{base}/blobs/uploads/", headers=auth) as resp:
         location = resp.headers["Location"]
     if location.startswith("/"):
         location = base.split("/v2/")[0] + location
     sep = "&" if "?" in location else "?"
     _request("PUT", f"{location}{sep}digest={digest}", data,
-             {"Content-Type": "application/octet-stream"}).close()
+             {"Content-Type": "application/octet-stream", **auth}).close()
     return digest
 
 
-def push_demo(registry: str, version: str, failing: bool = False) -> str:
-    """Build and push hostmesh/whoami:<version>; return the image reference."""
+def push_demo(registry: str, version: str, failing: bool = False,
+              credentials: tuple[str, str] | None = None) -> str:
+    """Build and push hostmesh/whoami:<version> (as `credentials` (user, password)
+    to a registry with basic auth); return the image reference."""
+    auth = ({"Authorization": "Basic " + base64.b64encode(":".join(credentials).encode()).decode()}
+            if credentials else {})
     with tempfile.TemporaryDirectory(prefix="hostmesh-whoami-") as tmp:
         tar = layer(build_binary(Path(tmp)))
     compressed = gzip.compress(tar, mtime=0)
@@ -204,8 +229,8 @@ def push_demo(registry: str, version: str, failing: bool = False) -> str:
     }, sort_keys=True).encode()
     base = f"http://{registry}/v2/{REPOSITORY}"
     try:
-        layer_digest = _upload(base, compressed)
-        config_digest = _upload(base, config)
+        layer_digest = _upload(base, compressed, auth)
+        config_digest = _upload(base, config, auth)
         manifest = json.dumps({
             "schemaVersion": 2,
             "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
@@ -215,7 +240,8 @@ def push_demo(registry: str, version: str, failing: bool = False) -> str:
                         "size": len(compressed), "digest": layer_digest}],
         }, sort_keys=True).encode()
         _request("PUT", f"{base}/manifests/{version}", manifest,
-                 {"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"}).close()
+                 {"Content-Type": "application/vnd.docker.distribution.manifest.v2+json",
+                  **auth}).close()
     except (OSError, urllib.error.URLError) as exc:
         raise RegistryError(f"pushing {REPOSITORY}:{version} to http://{registry} failed: {exc} "
                             "(is the registry started? scripts/lab_registry.py start)") from exc

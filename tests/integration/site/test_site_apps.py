@@ -13,6 +13,8 @@ Debian's Docker Engine and pull from it.
   under load, a rollout whose health check fails stops at the first node with
   the other still on version 2, removal; 0 failed requests in each phase.
   whoami's containers are not touched by any of it.
+- An app from a registry with basic auth (the password in no output, -vvv
+  included); removing it keeps its named volume, `apps_purge` deletes it.
 - A bad app (unknown node, more replicas than nodes, an image the registry
   does not have, a port another app takes on the same node) stops site.yml in
   its up-front checks, naming the app, before any play that changes a node.
@@ -20,6 +22,9 @@ The module leaves the cluster as it found it (hello removed).
 """
 
 from __future__ import annotations
+
+import secrets
+import time
 
 import apps_drill
 import lab_registry
@@ -99,3 +104,53 @@ def test_bad_app_stops_site_yml_before_any_node_changes(site, case):
     # stopped by the up-front checks: no play that changes a node began
     assert "PLAY [Close every port" not in out, out[-3000:]
     assert changed_count(proc.stdout) == 0
+
+
+def test_private_registry_and_volumes_kept_until_purged(site, tmp_path):
+    """An app from a registry with basic auth (apps_registries; the password never
+    in the output, -vvv included); removing it keeps its volume, apps_purge deletes it."""
+    private = apps_drill.registry(LAB).rsplit(":", 1)[0] + ":5001"
+    password = secrets.token_urlsafe(18)
+    state = site.inventory / ".hostmesh"
+    (state / "private-registry.htpasswd").write_text(
+        lab_registry.htpasswd_line("lab", password) + "\n")
+    lab_registry.start(state, private, name="private-registry",
+                       htpasswd=state / "private-registry.htpasswd")
+    try:
+        lab_registry.push_demo(private, "1", credentials=("lab", password))
+        vault = {"hosts": ["vault.lab.test"], "port": 8083, "nodes": ["node1"],
+                 "health_path": "/", "container": {"image": f"{private}/hostmesh/whoami:1",
+                                                   "port": 8080, "volumes": ["data:/data"]}}
+
+        def apps(with_vault: bool, *args: str, purge=()):
+            extra = tmp_path / f"vault-{time.monotonic_ns()}.yml"
+            extra.write_text(yaml.safe_dump({
+                "hostmesh_services": {**apps_drill.LAB_SERVICES,
+                                      **({"vault": vault} if with_vault else {})},
+                "apps_registries": {private: {"username": "lab", "password": password}},
+                "apps_purge": list(purge)}))
+            proc, _ = run_playbook(site.inventory, "playbooks/apps.yml", "-e", f"@{extra}", *args)
+            return proc
+
+        def volumes() -> list[str]:
+            return on_node("node1", "docker", "volume", "ls", "-q").split()
+
+        deployed = apps(True, "-vvv")
+        assert password not in deployed.stdout + deployed.stderr
+        assert on_node("node1", "docker", "ps", "--filter", "label=hostmesh.app=vault",
+                       "--format", "{{.Image}}") == f"{private}/hostmesh/whoami:1"
+        status, body = apps_drill.get_host(LAB.address("node2"), "vault.lab.test")[::2]
+        assert (status, body) == (200, "node1")
+        assert "hostmesh-vault-data" in volumes()
+
+        apps(False)
+        assert on_node("node1", "docker", "ps", "-a", "--filter", "label=hostmesh.app=vault",
+                       "--format", "{{.Names}}") == ""
+        assert apps_drill.get_host(LAB.address("node2"), "vault.lab.test")[0] == 404
+        assert "hostmesh-vault-data" in volumes()  # kept: not in apps_purge
+
+        apps(True)
+        apps(False, purge=["vault"])
+        assert "hostmesh-vault-data" not in volumes()
+    finally:
+        lab_registry.stop(state, name="private-registry")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -72,3 +74,27 @@ def test_running_stops_the_registry_after_the_block_even_when_it_fails(tmp_path)
     assert lab_registry.stop(tmp_path) == "not running"
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://{listen}/v2/", timeout=2)
+
+
+def test_a_registry_with_basic_auth_takes_pushes_only_with_the_password(tmp_path):
+    listen = f"127.0.0.1:{_free_port()}"
+    (tmp_path / "htpasswd").write_text(lab_registry.htpasswd_line("lab", "s3cret-pw") + "\n")
+    assert lab_registry.start(tmp_path, listen, name="private", htpasswd=tmp_path / "htpasswd") \
+        == "started"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as anonymous:
+            urllib.request.urlopen(f"http://{listen}/v2/", timeout=5)
+        assert anonymous.value.code == 401
+        with pytest.raises(lab_registry.RegistryError):
+            lab_registry.push_demo(listen, "1", credentials=("lab", "wrong"))
+        assert lab_registry.push_demo(listen, "1", credentials=("lab", "s3cret-pw")) \
+            == f"{listen}/hostmesh/whoami:1"
+        token = base64.b64encode(b"lab:s3cret-pw").decode()
+        req = urllib.request.Request(
+            f"http://{listen}/v2/hostmesh/whoami/manifests/1", method="HEAD",
+            headers={"Authorization": f"Basic {token}",
+                     "Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        assert lab_registry.stop(tmp_path, name="private") == "stopped"
