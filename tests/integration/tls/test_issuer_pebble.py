@@ -231,7 +231,9 @@ def test_challenge_records_owned_by_others_are_never_touched(pebble, cf, tmp_pat
                     ("TXT", "someone-else", "certbot")]
 
 
-def test_cli_pass_exit_codes_and_no_secret_on_stderr(pebble, cf, tmp_path):
+def renew_command(pebble, cf, tmp_path) -> list[str]:
+    """`hostmesh acme renew` as its unit runs it: settings in an env file, the token
+    in a 0600 file, state under tmp_path/state."""
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
     token_file.chmod(0o600)
@@ -242,6 +244,11 @@ def test_cli_pass_exit_codes_and_no_secret_on_stderr(pebble, cf, tmp_path):
         f"ACME_STATE_DIR={tmp_path / 'state'}\nACME_TOKEN_FILE={token_file}\n"
         f"CLOUDFLARE_BASE_URL={cf.base_url}\nACME_PROPAGATION_SECONDS=0\n")
     hostmesh = [sys.executable, "-m", "hostmesh.cli", "acme", "renew", "--config", str(env_file)]
+    return hostmesh
+
+
+def test_cli_pass_exit_codes_and_no_secret_on_stderr(pebble, cf, tmp_path):
+    hostmesh = renew_command(pebble, cf, tmp_path)
     first = subprocess.run(hostmesh, capture_output=True, text=True, timeout=120, check=False)
     assert first.returncode == 0, first.stderr
     assert "issued for *.example.org, example.org" in first.stderr
@@ -278,16 +285,7 @@ def test_cli_pass_exit_codes_and_no_secret_on_stderr(pebble, cf, tmp_path):
 def test_two_passes_at_once_make_one_order(pebble, cf, tmp_path):
     """The timer's pass and the tls role's may start together: one orders, the other
     waits for it (a lock in the state directory) and finds the certificate."""
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN)
-    token_file.chmod(0o600)
-    env_file = tmp_path / "acme.env"
-    env_file.write_text(
-        f"ACME_DIRECTORY_URL={pebble.directory_url}\nACME_CA_BUNDLE={pebble.ca_bundle}\n"
-        f"ACME_ZONE={ZONE}\nACME_CLUSTER=t1\nACME_CERTS=example.org,*.example.org\n"
-        f"ACME_STATE_DIR={tmp_path / 'state'}\nACME_TOKEN_FILE={token_file}\n"
-        f"CLOUDFLARE_BASE_URL={cf.base_url}\nACME_PROPAGATION_SECONDS=0\n")
-    hostmesh = [sys.executable, "-m", "hostmesh.cli", "acme", "renew", "--config", str(env_file)]
+    hostmesh = renew_command(pebble, cf, tmp_path)
     passes = [subprocess.Popen(hostmesh, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True) for _ in range(3)]
     outs = [p.communicate(timeout=120) for p in passes]

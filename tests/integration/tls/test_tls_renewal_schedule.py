@@ -16,29 +16,16 @@ from __future__ import annotations
 
 import itertools
 import ssl
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from traefik_world import HOST, HTTPS_PORT, lab_acme, traefik_world
 
 from hostmesh.tls import deploy
-from hostmesh.tls.issuer import CertSet, Issuer, IssuerConfig
-from tests.cloudflare_server.harness import CloudflareServer
+from hostmesh.tls.issuer import Issuer
 
-ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "bench"))
-import lab_acme
-from lab_acme import Pebble
-from traefik_harness import HOST, WEB_PORT, Backend, Node
-
-HTTPS_PORT = WEB_PORT + 363  # the harness's websecure entrypoint
-TOKEN = "tls-edit-token-0123456789abcdef"
 ADDRESSES = {f"node{i}": f"127.16.0.{10 + i}" for i in (1, 2, 3)}
-SERVICES = {"whoami": {"hosts": [HOST], "port": 18081, "nodes": ["node1", "node3"],
-                       "health_path": "/"}}
 VALIDITY = 30  # seconds: a renewal every 20 s (an order ~1.5 s, Traefik reloads ~2 s)
 TICK = 1.0  # seconds between the issuer's passes (the timer)
 RENEWALS = 2
@@ -46,29 +33,8 @@ RENEWALS = 2
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    work = tmp_path_factory.mktemp("tls-schedule")
-    with CloudflareServer(zones=("lab.test",), token=TOKEN, dns=True) as cf, \
-            Pebble(work / "ca", dns_server=f"127.0.0.1:{cf.dns_port}",
-                   validity=VALIDITY) as peb:
-        backends = [Backend(ADDRESSES[n], n) for n in ("node1", "node3")]
-        nodes = {n: Node(work, n, a) for n, a in ADDRESSES.items()}
-        try:
-            for b in backends:
-                b.start()
-            for node in nodes.values():
-                node.write_dynamic(SERVICES, ADDRESSES)
-                node.start()
-            cfg = IssuerConfig(directory_url=peb.directory_url, zone="lab.test", cluster="lab",
-                               sets=[CertSet.from_domains(["lab.test", "*.lab.test"])],
-                               api_token=TOKEN, api_base_url=cf.base_url,
-                               state_dir=work / "issuer", ca_bundle=peb.ca_bundle,
-                               propagation_seconds=0)
-            yield {"pebble": peb, "nodes": nodes, "cfg": cfg}
-        finally:
-            for node in nodes.values():
-                node.stop()
-            for b in backends:
-                b.stop()
+    with traefik_world(tmp_path_factory.mktemp("tls-schedule"), ADDRESSES, validity=VALIDITY) as world:
+        yield world
 
 
 def test_scheduled_renewals_under_load_fail_no_request(world):

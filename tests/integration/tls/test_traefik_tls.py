@@ -12,60 +12,23 @@ from __future__ import annotations
 
 import ssl
 import stat
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from traefik_world import https_get, traefik_world
 
 from hostmesh.tls import deploy
-from hostmesh.tls.issuer import CertSet, Issuer, IssuerConfig
-from tests.cloudflare_server.harness import CloudflareServer
+from hostmesh.tls.issuer import Issuer
 
-ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "bench"))
-import lab_acme
-from lab_acme import Pebble
-from traefik_harness import HOST, WEB_PORT, Backend, Node
-
-HTTPS_PORT = WEB_PORT + 363  # the harness's websecure entrypoint
-TOKEN = "tls-edit-token-0123456789abcdef"
 ADDRESSES = {f"node{i}": f"127.15.0.{10 + i}" for i in (1, 2, 3)}
-SERVICES = {"whoami": {"hosts": [HOST], "port": 18081, "nodes": ["node1", "node3"],
-                       "health_path": "/"}}
 
-
-def https_get(address: str, root_pem: str, host: str = HOST) -> tuple[int, str, str]:
-    """(status, body, serial of the served certificate); verification on, SNI = host."""
-    return lab_acme.https_get(address, HTTPS_PORT, host, cadata=root_pem)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    work = tmp_path_factory.mktemp("tls-traefik")
-    with CloudflareServer(zones=("lab.test",), token=TOKEN, dns=True) as cf, \
-            Pebble(work / "ca", dns_server=f"127.0.0.1:{cf.dns_port}") as peb:
-        backends = [Backend(ADDRESSES[n], n) for n in ("node1", "node3")]
-        nodes = {n: Node(work, n, a) for n, a in ADDRESSES.items()}
-        try:
-            for b in backends:
-                b.start()
-            for node in nodes.values():
-                node.write_dynamic(SERVICES, ADDRESSES)
-                node.start()
-            cfg = IssuerConfig(directory_url=peb.directory_url, zone="lab.test", cluster="lab",
-                               sets=[CertSet.from_domains(["lab.test", "*.lab.test"])],
-                               api_token=TOKEN, api_base_url=cf.base_url,
-                               state_dir=work / "issuer", ca_bundle=peb.ca_bundle,
-                               propagation_seconds=0)
-            yield {"cf": cf, "pebble": peb, "nodes": nodes, "cfg": cfg, "work": work}
-        finally:
-            for node in nodes.values():
-                node.stop()
-            for b in backends:
-                b.stop()
+    with traefik_world(tmp_path_factory.mktemp("tls-traefik"), ADDRESSES) as world:
+        yield world
 
 
 def distribute(world) -> bool:
