@@ -116,7 +116,7 @@ def stale(tls: str | Path, current: dict[str, str]) -> list[Path]:
         m = _PAIR.match(f.name)
         if m and f.suffix == ".crt" and m["serial"] != current.get(m["set"]):
             older.setdefault(m["set"], []).append((f.stat().st_mtime, m["serial"]))
-    keep = {(name, serial) for name, serial in current.items()}
+    keep = set(current.items())
     keep |= {(name, max(versions)[1]) for name, versions in older.items() if name in current}
     return sorted(f for f in files
                   if not ((m := _PAIR.match(f.name)) and (m["set"], m["serial"]) in keep))
