@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import itertools
 import ssl
-import threading
 import time
 
 import pytest
-from traefik_world import HOST, HTTPS_PORT, lab_acme, traefik_world
+from traefik_world import HOST, HTTPS_PORT, HttpsLoad, lab_acme, traefik_world
 
 from hostmesh.tls import deploy
 from hostmesh.tls.issuer import Issuer
@@ -65,36 +64,15 @@ def test_scheduled_renewals_under_load_fail_no_request(world):
             time.sleep(0.1)
     assert first["not_after"] - first["not_before"] == pytest.approx(VALIDITY, abs=2), first
     pids = {n: node.proc.pid for n, node in nodes.items()}
-    seen: dict[str, dict[str, float]] = {}  # serial -> node -> first time served
-    results: list[tuple[str, str]] = []
-    stop = threading.Event()
-
-    def hammer(name: str) -> None:
-        while not stop.is_set():
-            try:
-                code, _body, serial = lab_acme.https_get(ADDRESSES[name], HTTPS_PORT, HOST,
-                                                         cadata=root)
-                results.append((name, serial if code == 200 else f"HTTP {code}"))
-                if code == 200:
-                    seen.setdefault(serial, {}).setdefault(name, time.time())
-            except (OSError, ssl.SSLError) as exc:
-                results.append((name, f"error {type(exc).__name__}: {exc}"))
-            time.sleep(0.02)
-
-    threads = [threading.Thread(target=hammer, args=(n,), daemon=True) for n in nodes]
-    for t in threads:
-        t.start()
     deadline = time.monotonic() + (RENEWALS + 1) * VALIDITY
-    try:
+    with HttpsLoad(ADDRESSES, root) as load:
         while time.monotonic() < deadline and (
-                len(issued) < RENEWALS + 1 or len(seen.get(issued[-1]["serial"], {})) < len(nodes)):
+                len(issued) < RENEWALS + 1
+                or len(load.seen.get(issued[-1]["serial"], {})) < len(nodes)):
             time.sleep(TICK)
             one_pass()
         time.sleep(1)  # the last one served a while
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(10)
+    results, seen = load.results, load.seen
     assert len(issued) == RENEWALS + 1, f"{len(issued) - 1} renewals in {(RENEWALS + 1) * VALIDITY} s"
     serials = [st["serial"] for st in issued]
     failures = [r for r in results if r[1] not in serials]

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import ssl
 import stat
-import threading
 import time
 
 import pytest
-from traefik_world import https_get, traefik_world
+from traefik_world import HttpsLoad, https_get, traefik_world
 
 from hostmesh.tls import deploy
 from hostmesh.tls.issuer import Issuer
@@ -87,22 +86,7 @@ def test_renewal_under_load_fails_no_request_and_keeps_traefik_running(world):
         wait_serial(world, old["serial"])
     pids = {n: node.proc.pid for n, node in world["nodes"].items()}
     root = world["pebble"].root_pem()
-    results: list[tuple[str, str]] = []
-    stop = threading.Event()
-
-    def hammer(name: str) -> None:
-        while not stop.is_set():
-            try:
-                code, _body, serial = https_get(ADDRESSES[name], root)
-                results.append((name, serial if code == 200 else f"HTTP {code}"))
-            except (OSError, ssl.SSLError) as exc:
-                results.append((name, f"error {type(exc).__name__}: {exc}"))
-            time.sleep(0.02)
-
-    threads = [threading.Thread(target=hammer, args=(n,), daemon=True) for n in ADDRESSES]
-    for t in threads:
-        t.start()
-    try:
+    with HttpsLoad(ADDRESSES, root) as load:
         time.sleep(1)
         renewed = Issuer(world["cfg"], clock=lambda: old["renew_at"] + 1).run_once()
         new = renewed["sets"]["lab.test"]
@@ -110,10 +94,7 @@ def test_renewal_under_load_fails_no_request_and_keeps_traefik_running(world):
         distribute(world)
         seconds = wait_serial(world, new["serial"])
         time.sleep(1)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(10)
+    results = load.results
     failures = [r for r in results if r[1] not in (old["serial"], new["serial"])]
     assert not failures, failures[:5]
     assert {r[1] for r in results} == {old["serial"], new["serial"]}

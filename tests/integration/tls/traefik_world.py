@@ -5,7 +5,10 @@ backends on node1 and node3, a Traefik per node with the hostmesh layout
 
 from __future__ import annotations
 
+import ssl
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,3 +57,37 @@ def traefik_world(work: Path, addresses: dict[str, str], **pebble_args):
                 node.stop()
             for b in backends:
                 b.stop()
+
+
+class HttpsLoad:
+    """HTTPS through every address, a thread each, a new verified connection per
+    request, while the block runs: `results` (node, served serial or what failed)
+    and `seen` (serial -> node -> when that node first served it)."""
+
+    def __init__(self, addresses: dict[str, str], root_pem: str):
+        self.results: list[tuple[str, str]] = []
+        self.seen: dict[str, dict[str, float]] = {}
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n, a, root_pem), daemon=True)
+                         for n, a in addresses.items()]
+
+    def _run(self, name: str, address: str, root_pem: str) -> None:
+        while not self._stop.is_set():
+            try:
+                code, _body, serial = https_get(address, root_pem)
+                self.results.append((name, serial if code == 200 else f"HTTP {code}"))
+                if code == 200:
+                    self.seen.setdefault(serial, {}).setdefault(name, time.time())
+            except (OSError, ssl.SSLError) as exc:
+                self.results.append((name, f"error {type(exc).__name__}: {exc}"))
+            time.sleep(0.02)
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
