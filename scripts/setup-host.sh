@@ -113,7 +113,15 @@ Start it as root: sudo $0   (or: sudo dockerd >$DOCKERD_LOG 2>&1 &)"
   fi
   DOCKERD="$(command -v dockerd || echo /usr/sbin/dockerd)"
   say "starting dockerd (log: $DOCKERD_LOG)"
-  nohup "$DOCKERD" >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  # Close every inherited descriptor above stderr first: dockerd outlives this
+  # script and would otherwise keep open a lock the caller holds (for example
+  # `flock /tmp/hostmesh-heavy.lock make image`) until the machine restarts.
+  (
+    for fd in $(ls /proc/$BASHPID/fd); do
+      [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+    done
+    exec nohup "$DOCKERD" >>"$DOCKERD_LOG" 2>&1 </dev/null
+  ) &
   for _ in $(seq 1 120); do
     docker_answers && break
     if ! kill -0 "$!" 2>/dev/null; then
