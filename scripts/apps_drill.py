@@ -1,10 +1,11 @@
 """The apps drill: hostmesh.cluster.apps end to end on a converged site lab.
 
 With the app `hello` (hello.lab.test, port 8082, the lab's demo image) added to
-the lab's registry: deploy 2 replicas, rerun (changed=0), roll version 1 -> 2
-under load through every node, scale 2 -> 3 -> 2 under load, roll out an image
-whose health check fails (stops at the first node, the other keeps version 2),
-remove the app. Every step is checked with a `Drill` (a failed check raises
+the lab's registry: deploy 2 replicas, rerun (changed=0), --check --diff of
+version 2 (shows it, changes nothing), roll version 1 -> 2 under load through
+every node, scale 2 -> 3 -> 2 under load, roll out an image whose health check
+fails (stops at the first node, the other keeps version 2), remove the app.
+Every step is checked with a `Drill` (a failed check raises
 SystemExit naming the drill) and measured; `scenario` returns the figures.
 
 Used by tests/integration/site/test_site_apps.py (the shared site lab, part of
@@ -59,12 +60,12 @@ def services(lab: Lab, version="1", replicas=2) -> dict:
     return {**LAB_SERVICES, "hello": app}
 
 
-def apps(inventory: Path, registry_: dict, check: bool = True):
+def apps(inventory: Path, registry_: dict, *args: str, check: bool = True):
     """playbooks/apps.yml with `registry_` as hostmesh_services; (process, seconds).
     The lab's whoami stays in it: the routes follow the whole registry."""
     extra = inventory.parent / f"apps-{time.monotonic_ns()}.yml"
     extra.write_text(yaml.safe_dump({"hostmesh_services": registry_}))
-    return run_playbook(inventory, "playbooks/apps.yml", "-e", f"@{extra}", check=check)
+    return run_playbook(inventory, "playbooks/apps.yml", "-e", f"@{extra}", *args, check=check)
 
 
 def get(address: str) -> tuple[int, str, str]:
@@ -90,8 +91,10 @@ class Load:
 
     def __init__(self, lab: Lab):
         self.results, self._stop = [], threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(lab.address(n),), daemon=True)
-                         for n in lab.nodes]
+        self._threads = [
+            threading.Thread(target=self._run, args=(lab.address(n),), daemon=True)
+            for n in lab.nodes
+        ]
 
     def _run(self, address):
         deadline = time.monotonic() + 400
@@ -120,8 +123,9 @@ def scenario(lab: Lab, inventory: Path) -> dict[str, tuple[float, str]]:
     check, figures = drill.check, {}
 
     def running(node: str) -> str:
-        return drill.node_exec(node, "docker", "ps", "--filter", "label=hostmesh.app=hello",
-                               "--format", "{{.Image}}")
+        return drill.node_exec(
+            node, "docker", "ps", "--filter", "label=hostmesh.app=hello", "--format", "{{.Image}}"
+        )
 
     _, seconds = apps(inventory, services(lab, "1"))
     placed = sorted(n for n in lab.nodes if running(n))
@@ -136,6 +140,18 @@ def scenario(lab: Lab, inventory: Path) -> dict[str, tuple[float, str]]:
     figures["apps_noop_seconds"] = (seconds, "s")
     figures["apps_noop_changed_tasks"] = (changed, "tasks")
     check(changed == 0, f"rerun changed: {changed_tasks(again.stdout)}")
+
+    # Check mode shows the new image and touches nothing: containers and routes stay.
+    dry, _ = apps(inventory, services(lab, "2"), "--check", "--diff")
+    check(
+        changed_count(dry.stdout) > 0 and f"{lab_registry.REPOSITORY}:2" in dry.stdout,
+        "--check --diff does not show the new image",
+    )
+    check(all(running(n).endswith(":1") for n in placed), "--check changed a replica")
+    check(
+        all(get(lab.address(n))[:2] == (200, "1") for n in lab.nodes),
+        "hello does not answer version 1 through every node after --check",
+    )
 
     with Load(lab) as load:
         _, seconds = apps(inventory, services(lab, "2"))
@@ -156,8 +172,11 @@ def scenario(lab: Lab, inventory: Path) -> dict[str, tuple[float, str]]:
     with Load(lab) as load:
         bad, _ = apps(inventory, services(lab, "bad"), check=False)
     check(bad.returncode != 0, "a rollout to an unhealthy image succeeded")
-    check(f"app 'hello' on {placed[0]}: the new replica" in bad.stdout
-          and "GET / answered 500" in bad.stdout, "the failure does not name node and reason")
+    check(
+        f"app 'hello' on {placed[0]}: the new replica" in bad.stdout
+        and "GET / answered 500" in bad.stdout,
+        "the failure does not name node and reason",
+    )
     check(running(placed[1]).endswith(":2"), "a node not reached left the old version")
     figures["apps_bad_rollout_failed_requests"] = (len(load.failures), "requests")
     check(not load.failures, f"requests failed during the stopped rollout: {load.failures[:5]}")

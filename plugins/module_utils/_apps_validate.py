@@ -30,9 +30,9 @@ Standard library only (runs on the nodes).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import re
+from collections.abc import Mapping
 
 CONTAINER_KEYS = {
     "image",
@@ -393,6 +393,22 @@ def validate_apps(services, nodes, reserved_ports=(), online=None, placed=None):
     return errors
 
 
+def _plain_copy(value):
+    """A copy of nested mappings and lists as plain dicts and lists.
+
+    Not copy.deepcopy: with ansible-core 2.19 the registry arrives as lazy containers,
+    and a deep copy also copies their template engine, whose filters then fail to load
+    ("'dict' object is not callable") when a value such as an image reference holds a
+    filter (ansible/ansible#85773). Reading the values through the containers
+    templates them where they were defined.
+    """
+    if isinstance(value, Mapping):
+        return {key: _plain_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_copy(item) for item in value]
+    return value
+
+
 def app_plan(services, nodes, online=None, placed=None):
     """Per app: resolved nodes and the container settings with defaults filled in.
 
@@ -403,7 +419,7 @@ def app_plan(services, nodes, online=None, placed=None):
     for name, svc in sorted(resolved.items()):
         if not is_app(svc):
             continue
-        ctr = copy.deepcopy(svc["container"])
+        ctr = _plain_copy(svc["container"])
         ctr.setdefault("port", svc.get("port"))
         ctr.setdefault("restart_policy", "unless-stopped")
         ctr.setdefault("health_timeout", 60)
