@@ -23,7 +23,8 @@ SCENARIOS ?= $(sort $(filter-out default,$(patsubst molecule/%/molecule.yml,%,$(
 SANITY_DIR ?= /tmp/hostmesh-sanity
 GET_PIP_STANDIN := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
-.PHONY: help setup image lab-up lab-down lab-status demo test test-unit test-molecule \
+.PHONY: help setup image lab-up lab-down lab-status demo test test-unit test-integration \
+        test-local test-molecule \
         lint lint-ruff lint-ansible sanity bench clean
 
 help:
@@ -69,17 +70,27 @@ demo: lab-up
 
 # pytest exits 5 when it collected no test: that fails `make test` like any
 # other non-zero exit (no `-` prefix, no `|| true`).
-# Every part runs even when an earlier one failed; the target fails if any did.
+# Two lanes at once (scripts/test-lanes.sh): `labs`, the lab drills of
+# tests/integration, which mostly wait on nodes, beside `local`, the loopback
+# tests then every Molecule scenario. Every target runs even when an earlier
+# one failed; `make test` fails if any did. CI adds `lint` to the local lane:
+# make test LOCAL_LANE="test-local test-molecule lint".
+LOCAL_LANE ?= test-local test-molecule
 test: setup image
-	@rc=0; for t in test-unit test-molecule; do \
-	  $(MAKE) --no-print-directory $$t || { echo "== make $$t FAILED"; rc=1; }; \
-	done; exit $$rc
+	@$(ROOT)/scripts/test-lanes.sh "labs:test-integration" "local:$(LOCAL_LANE)"
 
 PYTEST_ARGS ?= tests/
 # --durations: the slowest tests at the end of each run, so CI's log shows
 # where its time goes (the whole run must stay well under an hour).
 test-unit:
 	pytest --durations=25 $(PYTEST_ARGS)
+
+# The two halves of tests/ that `make test` runs side by side.
+test-integration:
+	pytest --durations=25 tests/integration
+
+test-local:
+	pytest --durations=10 tests/unit tests/security
 
 test-molecule:
 	@failed=(); for s in $(SCENARIOS); do \

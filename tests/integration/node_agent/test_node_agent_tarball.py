@@ -1,7 +1,6 @@
 """hostmesh.cluster.node_agent from the built collection tarball only, on
-three real containers (agent-node1..3 on hostmesh-mol-node-agent,
-10.231.3.0/24 - the molecule `node_agent` scenario's lab: do not run both at
-once).
+three real containers (tarball-node1..3 on hostmesh-tarball, 10.231.13.0/24:
+its own lab, so it can run beside the molecule `node_agent` scenario).
 
 A clean directory installs nothing but the tarball (`ansible-galaxy
 collection install`), then: bad inventories fail before any change, naming
@@ -39,7 +38,7 @@ RECAP = re.compile(
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     lab = Lab(
-        prefix="agent-", network="hostmesh-mol-node-agent", subnet="10.231.3.0/24", nodes=NODES
+        prefix="tarball-", network="hostmesh-tarball", subnet="10.231.13.0/24", nodes=NODES
     )
     lab.down()
     lab.ssh_dir = tmp_path_factory.mktemp("agent-ssh")
@@ -142,8 +141,8 @@ def untouched(lab: Lab) -> bool:
         (
             ["node1"],
             ["node2", "node3"],
-            {"node_agent_primary_url": "http://10.231.3.99:8080"},
-            "node2 cannot reach the primary at http://10.231.3.99:8080",
+            {"node_agent_primary_url": "http://10.231.13.99:8080"},
+            "node2 cannot reach the primary at http://10.231.13.99:8080",
         ),
     ],
     ids=["two-primaries", "no-primary", "unreachable-primary"],

@@ -1,12 +1,11 @@
 """Drills of the hostmesh.cluster.wireguard role on three real containers
-(wg-node1..3 on hostmesh-mol-wireguard, 10.231.2.0/24, real wireguard-go),
+(wgdrill-node1..3 on hostmesh-wgdrill, 10.231.12.0/24, real wireguard-go),
 driven over SSH as the lab user with become and host key checking on, as on
 real servers (`docker exec` only looks at a node from its console).
 
 The steps run in order against one lab: a 2-node mesh, adding node3 under a
 continuous ping, --limit, -vvv secrecy, key rotation, bad input, removal.
-Uses the containers and network of the molecule `wireguard` scenario: do not
-run both at once.
+Its own lab, so it can run beside the molecule `wireguard` scenario.
 """
 
 from __future__ import annotations
@@ -144,7 +143,8 @@ def no_changes(recap: dict) -> bool:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
-    lab = Lab(prefix="wg-", network="hostmesh-mol-wireguard", subnet="10.231.2.0/24", nodes=NODES)
+    lab = Lab(prefix="wgdrill-", network="hostmesh-wgdrill", subnet="10.231.12.0/24",
+              nodes=NODES)
     lab.down()
     inventory = tmp_path_factory.mktemp("wg-inventory")
     lab.up(ssh_dir=inventory / ".hostmesh" / "ssh")

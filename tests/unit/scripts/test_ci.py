@@ -1,4 +1,5 @@
-"""The Makefile and .ci/run fail on any failure, pytest finding nothing included."""
+"""The Makefile, its test lanes and .ci/run fail on any failure, pytest
+finding nothing included."""
 
 from __future__ import annotations
 
@@ -29,36 +30,89 @@ def test_make_discovers_every_molecule_scenario():
 
 
 def fake_make(tmp_path: Path, failing: str) -> tuple[dict, Path]:
+    """A `make` that records its arguments and fails for target `failing`."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     log = tmp_path / "calls"
     script = bindir / "make"
-    script.write_text(f"#!/bin/sh\necho \"$1\" >> {log}\n[ \"$1\" != \"{failing}\" ]\n")
+    script.write_text(f"#!/bin/sh\necho \"$*\" >> {log}\n[ \"$1\" != \"{failing}\" ]\n")
     script.chmod(0o755)
     return {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}, log
 
 
-def test_ci_run_fails_when_tests_fail_and_still_lints(tmp_path):
+def test_ci_run_lints_in_the_test_lanes_and_fails_when_they_fail(tmp_path):
     env, log = fake_make(tmp_path, failing="test")
     proc = subprocess.run([str(ROOT / ".ci" / "run")], env=env, capture_output=True, text=True,
                           check=False, timeout=60)
     assert proc.returncode == 1
-    assert log.read_text().split() == ["test", "lint"]
+    assert log.read_text().splitlines() == ["test LOCAL_LANE=test-local test-molecule lint"]
     assert "FAILED" in proc.stdout
 
 
-def test_ci_run_fails_when_lint_fails(tmp_path):
-    env, _ = fake_make(tmp_path, failing="lint")
-    proc = subprocess.run([str(ROOT / ".ci" / "run")], env=env, capture_output=True, text=True,
-                          check=False, timeout=60)
-    assert proc.returncode == 1
-
-
-def test_ci_run_passes_when_both_pass(tmp_path):
+def test_ci_run_passes_when_make_test_passes(tmp_path):
     env, _ = fake_make(tmp_path, failing="nothing")
     proc = subprocess.run([str(ROOT / ".ci" / "run")], env=env, capture_output=True, text=True,
                           check=False, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ci: passed" in proc.stdout
+
+
+def lanes(tmp_path: Path, *specs: str, make_body: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "make"
+    script.write_text("#!/bin/sh\n" + make_body)
+    script.chmod(0o755)
+    env = {**os.environ, "MAKE": str(script), "LANES_LOG_DIR": str(tmp_path / "logs")}
+    return subprocess.run([str(ROOT / "scripts" / "test-lanes.sh"), *specs], env=env,
+                          capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_lanes_run_at_the_same_time(tmp_path):
+    # `a` finishes only once `b` has started: one lane after the other would time out
+    flag = tmp_path / "b-started"
+    body = (f'if [ "$2" = a ]; then for i in $(seq 100); do [ -e {flag} ] && exit 0; sleep 0.1; done;'
+            f' echo "b never started"; exit 1; fi\ntouch {flag}\n')
+    proc = lanes(tmp_path, "one:a", "two:b", make_body=body)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "== one: passed in" in proc.stdout and "== two: passed in" in proc.stdout
+
+
+def test_a_failed_target_fails_the_run_and_the_lane_goes_on(tmp_path):
+    body = 'echo "ran $2"\n[ "$2" != bad ]\n'
+    proc = lanes(tmp_path, "labs:slow", "local:first bad last", make_body=body)
+    assert proc.returncode == 1
+    out = proc.stdout.splitlines()
+    # every line of a lane carries its name; the target after the failed one still ran
+    assert "local| ran first" in out and "local| ran bad" in out and "local| ran last" in out
+    assert "labs| ran slow" in out
+    assert "local| == make bad FAILED" in out
+    assert any(line.startswith("== local: FAILED in") and line.endswith("make bad")
+               for line in out), out
+    assert any(line.startswith("== labs: passed in") for line in out), out
+    # each lane's own log, without the prefix
+    assert (tmp_path / "logs" / "local.log").read_text().count("ran ") == 3
+
+
+def test_lanes_refuse_a_spec_without_targets(tmp_path):
+    for spec in ("labs", "labs:", ":test-local"):
+        proc = lanes(tmp_path, spec, make_body="exit 0\n")
+        assert proc.returncode == 2, spec
+        assert "lane:target" in proc.stderr
+
+
+def test_make_test_runs_every_test_directory_in_its_lanes():
+    proc = subprocess.run(["make", "-C", str(ROOT), "-n", "test", "test-integration", "test-local"],
+                          capture_output=True, text=True, check=True, timeout=60)
+    lanes_line = next(line for line in proc.stdout.splitlines() if "test-lanes.sh" in line)
+    assert '"labs:test-integration"' in lanes_line
+    assert '"local:test-local test-molecule"' in lanes_line
+    pytest_paths = set()
+    for line in proc.stdout.splitlines():
+        if line.startswith("pytest "):
+            pytest_paths.update(w for w in line.split()[1:] if w.startswith("tests/"))
+    with_tests = {p.relative_to(ROOT).parts[:2] for p in (ROOT / "tests").rglob("test_*.py")}
+    assert with_tests, "no test files found"
+    for parts in with_tests:
+        assert "/".join(parts[:2]) in pytest_paths, f"{'/'.join(parts)} is in no lane"
 
 
 def test_ci_run_uses_fresh_caches_and_a_fresh_image(tmp_path):
@@ -81,7 +135,7 @@ def test_ci_run_uses_fresh_caches_and_a_fresh_image(tmp_path):
                           check=False, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line.split() for line in seen.read_text().splitlines()]
-    assert [r for r in rows if r[1] == "FRESH"] == [["test", "FRESH", "1"], ["lint", "FRESH", "1"]]
+    assert [r for r in rows if r[1] == "FRESH"] == [["test", "FRESH", "1"]]
     dirs = {}
     for target, name, path, *count in (r for r in rows if r[1] != "FRESH"):
         assert path.startswith("/") and "old-" not in path, (name, path)
