@@ -6,8 +6,9 @@
 # Inside a lane the targets run one after another, and a failed one does not
 # stop the next. Every line a lane prints is prefixed with its name ("labs| ")
 # and also kept, unprefixed, in $LANES_LOG_DIR/<lane>.log. At the end: one
-# line per lane (passed/FAILED, seconds, the targets that failed); the exit
-# status is 1 if any target of any lane failed.
+# line per lane (passed/FAILED, seconds, the targets that failed), under a
+# failed lane its failed tests and scenarios again; the exit status is 1 if
+# any target of any lane failed.
 #
 # Why lanes: the lab drills spend most of their time waiting on nodes (boot,
 # timers, health checks), which leaves a core free for the loopback tests,
@@ -60,6 +61,10 @@ for name in "${names[@]}"; do
     rc=1
   elif [ -s "$log_dir/$name.failed" ] && [ -n "$(tr -d '[:space:]' < "$log_dir/$name.failed")" ]; then
     echo "== $name: FAILED in ${seconds}s: make $(cat "$log_dir/$name.failed")"
+    # what failed, again at the very end of a long log: pytest's summary lines,
+    # the failed Molecule scenarios and targets
+    grep -E '^(FAILED|ERROR) |^== .* FAILED$|^molecule scenarios failed' "$log_dir/$name.log" \
+      | tail -n 40 | sed "s/^/$name| /"
     rc=1
   else
     echo "== $name: passed in ${seconds}s"
