@@ -63,7 +63,7 @@ for name in "${names[@]}"; do
     echo "== $name: FAILED in ${seconds}s: make $(cat "$log_dir/$name.failed")"
     # what failed, again at the very end of a long log: pytest's summary lines,
     # the failed Molecule scenarios and targets
-    grep -E '^(FAILED|ERROR) |^== .* FAILED$|^molecule scenarios failed' "$log_dir/$name.log" \
+    grep -E '^(FAILED|ERROR) tests/|^== .* FAILED$|^molecule scenarios failed' "$log_dir/$name.log" \
       | tail -n 40 | sed "s/^/$name| /"
     rc=1
   else
