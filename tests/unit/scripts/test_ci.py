@@ -8,20 +8,27 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
+# This file runs inside `make test`, which hands its command-line variables
+# (CI's LOCAL_LANE) to every make below it through MAKEFLAGS: the Makefile's
+# own defaults are what these tests read, so each make here starts without them.
+PLAIN_MAKE_ENV = {k: v for k, v in os.environ.items()
+                  if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES",
+                               "LOCAL_LANE", "SCENARIOS", "PYTEST_ARGS")}
 
 
 def test_make_test_unit_fails_when_pytest_collects_nothing(tmp_path):
     (tmp_path / "empty").mkdir()
     proc = subprocess.run(
         ["make", "-C", str(ROOT), "test-unit", f"PYTEST_ARGS={tmp_path / 'empty'} -p no:cacheprovider"],
-        capture_output=True, text=True, check=False, timeout=120)
+        capture_output=True, text=True, check=False, timeout=120, env=PLAIN_MAKE_ENV)
     assert "no tests ran" in proc.stdout
     assert proc.returncode != 0
 
 
 def test_make_discovers_every_molecule_scenario():
     proc = subprocess.run(["make", "-C", str(ROOT), "-n", "test-molecule"],
-                          capture_output=True, text=True, check=True, timeout=60)
+                          capture_output=True, text=True, check=True, timeout=60,
+                          env=PLAIN_MAKE_ENV)
     loop = next(line for line in proc.stdout.splitlines() if "for s in" in line)
     found = loop.split("for s in", 1)[1].split(";", 1)[0].split()
     expected = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
@@ -107,7 +114,8 @@ def test_lanes_refuse_a_spec_without_targets(tmp_path):
 
 def test_make_test_runs_every_test_directory_in_its_lanes():
     proc = subprocess.run(["make", "-C", str(ROOT), "-n", "test", "test-integration", "test-local"],
-                          capture_output=True, text=True, check=True, timeout=60)
+                          capture_output=True, text=True, check=True, timeout=60,
+                          env=PLAIN_MAKE_ENV)
     lanes_line = next(line for line in proc.stdout.splitlines() if "test-lanes.sh" in line)
     assert '"labs:test-integration"' in lanes_line
     assert '"local:test-local test-molecule"' in lanes_line
