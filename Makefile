@@ -1,6 +1,6 @@
 # hostmesh: the two commands are `make demo` and `make test`.
 #   make demo    set up the host, build the lab image, start 3 nodes, run site.yml
-#   make test    set up the host, pytest (unit + integration), every molecule scenario
+#   make test    set up the host, then at once: pytest tests/integration | unit tests, molecule
 #   make lint    ruff, ansible-lint (production profile), ansible-test sanity
 #   make bench   every benchmark in bench/, as `name: value unit` lines
 SHELL := /bin/bash

@@ -59,7 +59,7 @@ for name in "${names[@]}"; do
   if [ ! -f "$log_dir/$name.failed" ]; then
     echo "== $name: FAILED in ${seconds}s (the lane ended before reporting; see $log_dir/$name.log)"
     rc=1
-  elif [ -s "$log_dir/$name.failed" ] && [ -n "$(tr -d '[:space:]' < "$log_dir/$name.failed")" ]; then
+  elif [ -n "$(tr -d '[:space:]' < "$log_dir/$name.failed")" ]; then
     echo "== $name: FAILED in ${seconds}s: make $(cat "$log_dir/$name.failed")"
     # what failed, again at the very end of a long log: pytest's summary lines,
     # the failed Molecule scenarios and targets
